@@ -1,0 +1,99 @@
+// The readable summary of a run: devices found with their negotiation, what
+// the workload moved and checked, interrupts and errors. The JSON report
+// (--json) carries the same facts and more.
+import type { GuestVirtioReport, StatusStep } from '../abi/report.ts';
+import type { RunReport } from './run.ts';
+
+export function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1 && v % 1024 === 0) {
+    v /= 1024;
+    u++;
+  }
+  return `${v} ${units[u]}`;
+}
+
+/** Status writes as Linux drivers make them: each step names the bits it adds; a re-read that lost a bit says so. */
+export function formatStatus(steps: readonly StatusStep[]): string {
+  const out: string[] = [];
+  let last = 0;
+  for (const s of steps) {
+    if (s.op === 'write') {
+      if (s.value === 0) out.push('reset');
+      else {
+        const added = s.value & ~last;
+        out.push(added ? names(added) : `rewrite ${names(s.value)}`);
+      }
+      last = s.value;
+    } else if (s.value !== last && s.value !== 0) {
+      out.push(`read back ${names(s.value)}${last & ~s.value ? ` (device dropped ${names(last & ~s.value)})` : ''}`);
+    }
+  }
+  return out.join(' → ');
+}
+
+const STATUS_BITS: [number, string][] = [
+  [1, 'ACKNOWLEDGE'],
+  [2, 'DRIVER'],
+  [8, 'FEATURES_OK'],
+  [4, 'DRIVER_OK'],
+  [0x40, 'DEVICE_NEEDS_RESET'],
+  [0x80, 'FAILED'],
+];
+const names = (v: number) =>
+  STATUS_BITS.filter(([b]) => v & b)
+    .map(([, n]) => n)
+    .join('|');
+
+function deviceLines(v: GuestVirtioReport, r: RunReport): string[] {
+  const host = r.host.devices.find((d) => d.location === v.busDevice);
+  const bus = r.guest.busDevices.find((b) => b.name === v.busDevice);
+  const lines = [
+    `  ${v.busDevice}  ${v.deviceType} (virtio ID ${v.deviceId}) via ${v.transport}${bus ? `  [${bus.id}]` : ''}  driver ${v.driver ?? '(none)'}  DMA ${v.usesDmaApi ? `through the DMA API (${bus?.dmaBackend ?? '?'})` : 'with guest-physical addresses'}`,
+    `    offered   ${v.offered}  ${v.offeredNames.join(' ')}`,
+    `    accepted  ${v.accepted}  ${v.acceptedNames.join(' ') || '-'}`,
+    `    status    ${formatStatus(v.status)}`,
+  ];
+  for (const q of v.queues) {
+    lines.push(`    queue ${q.name}: ${q.size} entries, ${q.added} buffers, ${formatBytes(q.bytesOut)} out / ${formatBytes(q.bytesIn)} in, ${q.kicks} kicks (${q.kicksSuppressed} suppressed), ${q.interrupts} interrupts${q.broken ? ', BROKEN' : ''}`);
+  }
+  if (host) {
+    lines.push(`    device    DMA read ${formatBytes(host.dma.readBytes)}, written ${formatBytes(host.dma.writtenBytes)}; interrupts raised: ${host.interrupts.used} used, ${host.interrupts.config} config`);
+    for (const e of host.errors) lines.push(`    device error: ${e.reason}: ${e.detail}`);
+    for (const e of host.refusedFeatures) lines.push(`    device refused FEATURES_OK: ${e.reason}`);
+  }
+  for (const e of v.errors) lines.push(`    driver error: ${e}`);
+  return lines;
+}
+
+export function formatReport(r: RunReport): string {
+  const g = r.guest;
+  const out: string[] = [];
+  out.push(`ivory run: ${r.scenario} on ${r.machine.preset} with ${formatBytes(r.machine.ramBytes)} RAM, ${r.machine.cpus} CPU${r.machine.cpus > 1 ? 's' : ''}`);
+  out.push(`  cmdline "${r.cmdline}", seed ${r.seed}; exit status ${r.exitStatus} after ${(r.virtualTimeNs / 1e6).toFixed(3)} ms of virtual time`);
+  out.push('', 'Devices found');
+  for (const b of g.busDevices) out.push(`  ${b.bus.padEnd(8)} ${b.name.padEnd(22)} ${b.id.padEnd(12)} driver ${b.driver ?? '(none)'}`);
+  out.push('', 'Virtio negotiation');
+  for (const v of g.virtio) out.push(...deviceLines(v, r));
+  if (g.virtio.length === 0) out.push('  (no virtio device was bound)');
+  const w = g.workload;
+  out.push('', 'Workload');
+  if (w?.disk) {
+    const d = w.disk;
+    out.push(`  disk     ${d.device}: wrote ${formatBytes(d.bytes)} pattern in ${d.requests / 2} requests of ${formatBytes(d.requestBytes)} (depth ${d.queueDepth}), read it back: ${d.verified ? 'every byte matches' : `${d.mismatchedBytes} bytes differ, ${d.failedRequests} requests failed`} (crc32 ${d.crc32})`);
+  }
+  if (w?.entropy) out.push(`  entropy  ${w.entropy.device}: ${formatBytes(w.entropy.bytes)} (crc32 ${w.entropy.crc32}, first bytes ${w.entropy.head})`);
+  if (!w?.disk && !w?.entropy) out.push('  (none)');
+  if (g.dma.swiotlb) out.push(`  swiotlb  ${JSON.stringify(g.dma.swiotlb)}`);
+  const bounced = g.dma.devices.filter((d) => d.bounces || d.mappingErrors);
+  for (const d of bounced) out.push(`  dma      ${d.device}: ${d.maps} maps, ${d.bounces} bounced, ${d.mappingErrors} mapping errors`);
+  out.push('', 'Interrupts taken');
+  const irqs = Object.entries(g.interrupts.byHandler).filter(([, n]) => n > 0);
+  out.push(`  ${irqs.map(([name, n]) => `${name} ${n}`).join(', ') || 'none'}${g.interrupts.spurious ? `; ${g.interrupts.spurious} spurious` : ''}`);
+  out.push('', 'Errors');
+  const errors = [...g.errors, ...(r.host.rejectedMsi ? [`${r.host.rejectedMsi} MSI writes rejected by the interrupt controller`] : [])];
+  out.push(...(errors.length ? errors.map((e) => `  ${e}`) : ['  none']));
+  return out.join('\n');
+}

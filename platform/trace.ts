@@ -1,0 +1,13 @@
+// The host side's trace recorder: named events on the machine's virtual clock.
+import type { TraceArgs, TraceEvent } from '../abi/trace.ts';
+
+export class HostTrace {
+  readonly events: TraceEvent[] = [];
+  enabled = true;
+
+  constructor(private readonly clock: { readonly now: number }) {}
+
+  emit(name: string, args?: TraceArgs): void {
+    if (this.enabled) this.events.push(args ? { ts: this.clock.now, side: 'host', name, args } : { ts: this.clock.now, side: 'host', name });
+  }
+}
