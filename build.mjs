@@ -7,7 +7,9 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('.', import.meta.url));
 
 export async function buildAll({ quiet = false } = {}) {
-  const common = { bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, absWorkingDir: root, logLevel: quiet ? 'warning' : 'info' };
+  // buffer-layout is CommonJS and requires Node's `buffer`: give the ESM bundles a require().
+  const banner = { js: "import { createRequire as __ivoryRequire } from 'node:module'; const require = __ivoryRequire(import.meta.url);" };
+  const common = { bundle: true, platform: 'node', format: 'esm', target: 'node20', sourcemap: true, banner, absWorkingDir: root, logLevel: quiet ? 'warning' : 'info' };
   await Promise.all([
     build({ ...common, entryPoints: ['kernel/main.ts'], outfile: 'dist/guest.mjs' }),
     build({ ...common, entryPoints: ['cli/main.ts'], outfile: 'dist/cli.mjs', packages: 'external' }),

@@ -48,3 +48,6 @@ export function decodeFirmware(bytes: Uint8Array): FirmwareTables {
   if (t.version !== 1) throw new Error(`firmware tables: unknown version ${String(t.version)}`);
   return t;
 }
+
+/** How Linux names a platform device from its firmware node, e.g. feb00000.virtio_mmio. */
+export const virtioMmioName = (base: number): string => `${base.toString(16)}.virtio_mmio`;

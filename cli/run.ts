@@ -32,6 +32,8 @@ export interface RunResult {
   readonly report: RunReport;
   /** Both worlds' trace events, ordered by virtual time (guest first on ties). */
   readonly trace: readonly TraceEvent[];
+  /** The machine after power-off, for a caller that inspects device state (tests, the matrix). */
+  readonly machine: Machine;
 }
 
 export async function runScenario(s: Scenario, guestImage: string): Promise<RunResult> {
@@ -65,6 +67,7 @@ export async function runScenario(s: Scenario, guestImage: string): Promise<RunR
       },
     },
     trace: mergeTraces(guestTrace, machine.trace.events),
+    machine,
   };
 }
 

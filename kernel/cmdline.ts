@@ -27,6 +27,13 @@ export class Cmdline {
     return Number(v);
   }
 
+  /** A 64-bit value such as a feature mask, decimal or 0x-hex; malformed falls back to the default. */
+  u64(key: string, dflt: bigint): bigint {
+    const v = this.values.get(key);
+    if (v === undefined || !/^(0x[0-9a-f]{1,16}|\d{1,20})$/i.test(v)) return dflt;
+    return BigInt.asUintN(64, BigInt(v));
+  }
+
   /** Boolean option: `1/0`, `on/off`, `y/n`, `true/false`; a bare flag is true. */
   bool(key: string, dflt: boolean): boolean {
     const v = this.values.get(key);

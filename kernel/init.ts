@@ -124,7 +124,7 @@ function runEntropy(rng: { vdev: { name: string }; read(bytes: number): Uint8Arr
   while (got < w.bytes) {
     const chunk = rng.read(Math.min(w.requestBytes, w.bytes - got));
     if (chunk.length === 0) break;
-    if (got === 0) head = Buffer.from(chunk.subarray(0, 16)).toString('hex');
+    if (got === 0) head = Array.from(chunk.subarray(0, 16), (b) => b.toString(16).padStart(2, '0')).join('');
     crc = crc32(chunk, crc);
     got += chunk.length;
   }

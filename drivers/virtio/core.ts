@@ -70,6 +70,11 @@ export interface VirtioDeviceReport {
 
 /** Ring and transport bits Linux keeps (vring_transport_features); the rest of 28..41 is refused. */
 const TRANSPORT_FEATURES = bit(F.INDIRECT_DESC) | bit(F.EVENT_IDX) | bit(F.VERSION_1) | bit(F.ACCESS_PLATFORM);
+/**
+ * ivory's own knob, not Linux's: features every virtio driver pretends not to
+ * know, to play an older driver (e.g. one that predates ACCESS_PLATFORM).
+ */
+const DROP_FEATURES_PARAM = 'virtio.drop_features';
 /** How long a reset may take before the device is given up on. */
 const RESET_POLL_MS = 1000;
 /** A generation that never settles is a broken (or hostile) device, not a reason to spin forever. */
@@ -194,7 +199,7 @@ export class VirtioDevice extends Device {
     // A modern-only driver, as Linux's virtio-mmio v2 and modern virtio-pci.
     if (!has(offered, F.VERSION_1)) throw new VirtioError('ENODEV', `${this.name}: device does not offer VIRTIO_F_VERSION_1`);
     const understood = drv.featureTable.reduce((m, b) => m | bit(b), 0n);
-    this.features = offered & (understood | TRANSPORT_FEATURES);
+    this.features = offered & (understood | TRANSPORT_FEATURES) & ~this.k.cmdline.u64(DROP_FEATURES_PARAM, 0n);
     this.report.accepted = this.features;
     this.k.trace.emit('virtio_features', { dev: this.name, offered: hex64(offered), accepted: hex64(this.features) });
     this.transport.setFeatures(this.features);

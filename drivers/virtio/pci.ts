@@ -19,8 +19,12 @@ import type { PciDevice } from '../../kernel/pci.ts';
 import { VirtioDevice, VirtioError, setVirtioDmaMask, type VirtioBus, type VirtioTransport } from './core.ts';
 import { createVirtqueue, type Virtqueue, type VqInfo } from './virtqueue.ts';
 
-/** Modern (non-transitional) IDs are 0x1040 + virtio device ID. */
+/** Transitional functions use 0x1000-0x103f; modern ones 0x1040 + virtio device ID. */
+const VIRTIO_PCI_DEVICE_ID_FIRST = 0x1000;
 const VIRTIO_PCI_DEVICE_ID_LAST = VIRTIO_PCI_DEVICE_ID_BASE + 0x3f;
+
+/** A transitional function names its virtio type in its subsystem ID (virtio 1.4 §4.1.2.1), as Linux reads it. */
+const virtioId = (pdev: PciDevice): number => (pdev.deviceId < VIRTIO_PCI_DEVICE_ID_BASE ? pdev.subsystemId : pdev.deviceId - VIRTIO_PCI_DEVICE_ID_BASE);
 /** The virtio 1.0 common structure ends after queue_device; later fields are optional. */
 const COMMON_CFG_MIN_BYTES = COMMON.queue_device_hi + 4;
 /** MSI-X table entry for configuration changes; queues use the entries after it. */
@@ -202,7 +206,7 @@ class VirtioPciModern implements VirtioTransport {
 export function virtioPciDriver(k: Kernel, vbus: VirtioBus): Driver<PciDevice> {
   return {
     name: 'virtio-pci',
-    match: (pdev) => pdev.vendor === VIRTIO_PCI_VENDOR_ID && pdev.deviceId >= VIRTIO_PCI_DEVICE_ID_BASE && pdev.deviceId <= VIRTIO_PCI_DEVICE_ID_LAST,
+    match: (pdev) => pdev.vendor === VIRTIO_PCI_VENDOR_ID && pdev.deviceId >= VIRTIO_PCI_DEVICE_ID_FIRST && pdev.deviceId <= VIRTIO_PCI_DEVICE_ID_LAST,
     probe(pdev) {
       const caps = findCaps(k, pdev);
       const common = caps.get(VIRTIO_PCI_CAP.COMMON_CFG);
@@ -215,7 +219,7 @@ export function virtioPciDriver(k: Kernel, vbus: VirtioBus): Driver<PciDevice> {
       setVirtioDmaMask(k, pdev);
       const multiplier = pdev.cfgRead(notify.cap + VirtioPciNotifyCap.off.notify_off_multiplier, 4);
       const transport = new VirtioPciModern(k, pdev, common, notify, multiplier, caps.get(VIRTIO_PCI_CAP.DEVICE_CFG));
-      const vdev = new VirtioDevice(k, vbus, transport, pdev.deviceId - VIRTIO_PCI_DEVICE_ID_BASE, pdev);
+      const vdev = new VirtioDevice(k, vbus, transport, virtioId(pdev), pdev);
       pdev.drvdata = vdev;
       vbus.registerDevice(vdev);
       return true;

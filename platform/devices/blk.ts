@@ -120,7 +120,7 @@ export class VirtioBlk extends VirtioDeviceModel {
 
   /**
    * One request: a 16-byte header at the start of the readable part, data, and
-   * the status byte as the last writable byte (any framing, §5.2.6.4). A request
+   * the status byte as the last writable byte, in any framing (§2.6.4). A request
    * without them is a driver bug that QEMU answers with virtio_error, and so does this.
    */
   protected serve(_queue: SplitQueue, chain: DescriptorChain): number {

@@ -1,6 +1,7 @@
 // How the machine builder puts a virtio device on the machine: the device
 // model for a DeviceConfig, on a virtio-pci function in a slot of the host
 // bridge or in a virtio-mmio window with its wired line (QEMU's -device virtio-*-pci / virtio-*-device).
+import { virtioMmioName } from '../../abi/firmware.ts';
 import type { AddressSpace } from '../address-space.ts';
 import type { MmioBus } from '../bus.ts';
 import type { DeviceConfig } from '../config.ts';
@@ -72,7 +73,7 @@ export function attachVirtioDevice(m: MachineParts, cfg: DeviceConfig, index: nu
     ({ transport, bdf: location } = createVirtioPci(model, m.pciHost, where.slot, { irq: m.irq, disableLegacy: cfg.disableLegacy }));
   } else {
     transport = createVirtioMmio(model, m.bus, where.base, m.irq, where.irq);
-    location = '0x' + where.base.toString(16);
+    location = virtioMmioName(where.base);
   }
   return {
     name,

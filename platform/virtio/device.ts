@@ -8,7 +8,7 @@ import type { AddressSpace } from '../address-space.ts';
 import type { EventLoop } from '../events.ts';
 import type { GuestMemory } from '../memory.ts';
 import type { HostTrace } from '../trace.ts';
-import { DescriptorChain, DeviceDma, QueueError, SplitQueue } from './queue.ts';
+import { type DescriptorChain, DeviceDma, QueueError, SplitQueue } from './queue.ts';
 
 /**
  * Virtual-time cost of a kick: the trapped register write (a vmexit) plus
@@ -78,7 +78,7 @@ export abstract class VirtioDeviceModel {
   readonly queues: SplitQueue[];
   readonly config: Uint8Array;
   protected readonly configView: DataView;
-  /** 8-bit, bumped whenever the device changes a config field (§2.5.1). */
+  /** 8-bit, bumped whenever the device changes a config field (§2.5). Reset keeps it: config describes the device, not the session. */
   configGeneration = 0;
 
   readonly space: AddressSpace;

@@ -10,7 +10,7 @@ import type { GuestMemory } from '../memory.ts';
 const PAGE_SHIFT = 12;
 const PAGE = 1 << PAGE_SHIFT;
 const TWO_64 = 1n << 64n;
-/** A chain carries fewer than 2^32 bytes (§2.7.5: "the total length ... 2^32"). */
+/** A chain's total length stays below 2^32 (§2.7.5); rust-vmm likewise stops where a u32 sum would overflow. */
 const MAX_CHAIN_BYTES = 2 ** 32;
 /** rust-vmm's bound on an indirect table: len / 16 <= u16::MAX. */
 const MAX_INDIRECT_ENTRIES = 0xffff;

@@ -5,19 +5,9 @@
 import { DMA_MAPPING_ERROR, toAddr, toBig, type Addr } from '../../../abi/addr.ts';
 import { VECTOR, type AccessSize, type BootProtocol } from '../../../abi/boot.ts';
 import type { CoherentBuffer, DmaDirection, DmaOps } from '../../../dma/ops.ts';
-import { Cmdline } from '../../../kernel/cmdline.ts';
-import { Bus, type Device } from '../../../kernel/device.ts';
-import { Interrupts } from '../../../kernel/irq.ts';
-import type { Kernel } from '../../../kernel/kernel.ts';
-import { Kmalloc } from '../../../kernel/kmalloc.ts';
-import { Dmesg } from '../../../kernel/log.ts';
-import { PhysMem } from '../../../kernel/mem.ts';
+import type { Device } from '../../../kernel/device.ts';
+import { createKernel, type MutableKernel } from '../../../kernel/setup.ts';
 import { PAGE_SIZE, PageAllocator } from '../../../kernel/page-alloc.ts';
-import type { PciDevice } from '../../../kernel/pci.ts';
-import type { PlatformDevice } from '../../../kernel/platform-bus.ts';
-import { Cpus } from '../../../kernel/smp.ts';
-import { Timers } from '../../../kernel/timer.ts';
-import { GuestTrace } from '../../../kernel/trace.ts';
 
 export const RAM_BASE = 0x4000_0000;
 export const RAM_SIZE = 16 << 20;
@@ -35,7 +25,7 @@ export class FakeMachine {
   readonly ram = new SharedArrayBuffer(RAM_SIZE);
   readonly dv = new DataView(this.ram);
   readonly iommu: TestIommu;
-  readonly k: Kernel;
+  readonly k: MutableKernel;
   private readonly windows: MmioWindow[] = [];
   private readonly later: (() => void)[] = [];
   private deliver: ((cpu: number, vector: number) => void) | undefined;
@@ -59,31 +49,9 @@ export class FakeMachine {
       firmware: { addr: 0, size: 0 },
       initrd: { addr: 0, size: 0 },
     };
-    const now = () => this.clockNs;
-    const mem = new PhysMem(this.ram, boot.memory.regions);
-    const pages = new PageAllocator(boot.memory.regions);
-    const cpus = new Cpus(1);
-    const trace = new GuestTrace(now, () => cpus.current);
-    const irqs = new Interrupts(boot, cpus, trace);
-    const log = new Dmesg(now, () => {}, 0);
-    this.iommu = new TestIommu(pages);
-    this.k = {
-      boot,
-      cmdline: new Cmdline(''),
-      firmware: { version: 1, machine: 'test', cpus: 1, msi: { doorbell: { base: MSI_DOORBELL, size: 0x10_0000 }, destShift: MSI_DEST_SHIFT }, pci: [], virtioMmio: [] },
-      mem,
-      pages,
-      slab: new Kmalloc(pages, mem),
-      cpus,
-      irqs,
-      timers: new Timers(boot, cpus, irqs),
-      log,
-      trace,
-      pci: new Bus<PciDevice>('pci', (l) => log.warn(l)),
-      platform: new Bus<PlatformDevice>('platform', (l) => log.warn(l)),
-      dmaConfigure: (dev: Device) => (dev.dma.ops = this.iommu),
-      now,
-    };
+    this.k = createKernel(boot, { version: 1, machine: 'test', cpus: 1, msi: { doorbell: { base: MSI_DOORBELL, size: 0x10_0000 }, destShift: MSI_DEST_SHIFT }, pci: [], virtioMmio: [] });
+    this.iommu = new TestIommu(this.k.pages);
+    this.k.dmaConfigure = (dev: Device) => (dev.dma.ops = this.iommu);
   }
 
   map(w: MmioWindow): void {
