@@ -29,7 +29,9 @@ export class GuestMemory {
 
   /** Offset in the buffer of [gpa, gpa + len) when it lies inside one RAM region, else -1. */
   offsetOf(gpa: number, len: number): number {
-    for (const r of this.regions) {
+    const regions = this.regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i]!;
       if (gpa >= r.gpa && gpa + len <= r.gpa + r.size) return r.offset + (gpa - r.gpa);
     }
     return -1;

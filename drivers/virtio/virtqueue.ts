@@ -35,6 +35,7 @@ export interface Segment {
 /** Why a buffer was not added, as Linux's errno: no descriptors, a mapping failed (retryable), or the queue is broken. */
 export type VqError = 'ENOSPC' | 'ENOMEM' | 'EIO';
 
+/** getBuf's answer; the object is reused, so it is valid until the next getBuf. */
 export interface UsedBuf<T> {
   readonly token: T;
   /** Bytes the device says it wrote into the device-writable segments. */
@@ -154,6 +155,8 @@ export class Virtqueue<T extends {} = {}> {
   private availFlagsShadow = 0;
   private numAdded = 0;
   private lastUsedIdx = 0;
+  private usedIdxSeen = 0;
+  private readonly usedBuf: { token: T; len: number } = { token: undefined as unknown as T, len: 0 };
 
   constructor(
     readonly vdev: VirtioDevice,
@@ -259,9 +262,13 @@ export class Virtqueue<T extends {} = {}> {
     if (token === undefined) return this.badRing(`id ${id} is not a head!`);
     this.detach(id);
     this.lastUsedIdx = (this.lastUsedIdx + 1) & 0xffff;
-    // Ask for an interrupt at the next entry before more_used looks again.
-    if (!(this.availFlagsShadow & VIRTQ_AVAIL_F_NO_INTERRUPT)) Atomics.store(this.u16, this.usedEventI, this.lastUsedIdx);
-    return { token, len };
+    // Ask for an interrupt at the next entry. A plain store here; moreUsed()
+    // stores it again with a full barrier before it reloads used.idx, the
+    // ordering virtio_store_mb gives Linux on every call.
+    if (!(this.availFlagsShadow & VIRTQ_AVAIL_F_NO_INTERRUPT)) this.u16[this.usedEventI] = this.lastUsedIdx;
+    this.usedBuf.token = token;
+    this.usedBuf.len = len;
+    return this.usedBuf;
   }
 
   /** virtqueue_disable_cb: a hint only; the device may still interrupt. */
@@ -324,8 +331,12 @@ export class Virtqueue<T extends {} = {}> {
     else this.vdev.k.pages.freePagesAt(this.ring.cpuAddr, Math.ceil(this.ring.size / PAGE_SIZE));
   }
 
+  /** used.idx is loaded again only once every entry seen so far is consumed: it never moves back. */
   private moreUsed(): boolean {
-    return this.lastUsedIdx !== Atomics.load(this.u16, this.usedIdxI);
+    if (this.lastUsedIdx !== this.usedIdxSeen) return true;
+    if (!(this.availFlagsShadow & VIRTQ_AVAIL_F_NO_INTERRUPT)) Atomics.store(this.u16, this.usedEventI, this.lastUsedIdx);
+    this.usedIdxSeen = Atomics.load(this.u16, this.usedIdxI);
+    return this.lastUsedIdx !== this.usedIdxSeen;
   }
 
   /** BAD_RING: the device broke the protocol; nothing more goes through this queue. */

@@ -1,0 +1,60 @@
+// npm run bench -- <name> [--json] [--ops N]: runs one benchmark and prints
+// a table, or JSON for machines. Figures go to docs/benchmarks.md.
+import { cpus } from 'node:os';
+import { runRing, type RingResult } from './ring.ts';
+
+interface Args {
+  name: string;
+  json: boolean;
+  ops: number | undefined;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const out: Args = { name: '', json: false, ops: undefined };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') out.json = true;
+    else if (a === '--ops') {
+      const n = Number(argv[++i]);
+      if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--ops: expected a positive integer, got ${JSON.stringify(argv[i])}`);
+      out.ops = n;
+    } else if (!a.startsWith('-') && !out.name) out.name = a;
+    else throw new Error(`${a}: unknown argument`);
+  }
+  if (!out.name) throw new Error('usage: npm run bench -- ring [--json] [--ops N]');
+  return out;
+}
+
+function ringTable(rows: RingResult[]): string {
+  const head = ['batch', 'ACCESS_PLATFORM', 'buffers/s (median)', 'ns/buffer (median)', 'buffers/s (best)', 'ns/buffer (best)', 'kicks/run'];
+  const mps = (n: number) => (n / 1e6).toFixed(2) + ' M';
+  const body = rows.map((r) => [String(r.batch), r.accessPlatform ? 'yes (DMA API)' : 'no', mps(r.buffersPerSec), r.nsPerBuffer.toFixed(1), mps(r.bestBuffersPerSec), r.bestNsPerBuffer.toFixed(1), String(r.kicks)]);
+  const width = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padStart(width[i]!)).join('  ');
+  return [line(head), ...body.map(line)].join('\n');
+}
+
+function main(): number {
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message}`);
+    return 2;
+  }
+  const machine = `${cpus()[0]?.model ?? 'unknown CPU'} x${cpus().length}, Node ${process.version}`;
+  switch (args.name) {
+    case 'ring': {
+      const buffers = args.ops ?? 2_000_000;
+      const rows = [1, 64].flatMap((batch) => [false, true].map((accessPlatform) => runRing({ batch, queueSize: 256, accessPlatform }, buffers)));
+      if (args.json) console.log(JSON.stringify({ bench: 'ring', machine, buffers, rows }, null, 2));
+      else console.log(`split ring, trivial device, single thread; ${buffers} buffers per run, 7 runs after a warm-up (${machine})\n${ringTable(rows)}`);
+      return 0;
+    }
+    default:
+      console.error(`bench: ${args.name}: unknown benchmark (benchmarks: ring)`);
+      return 2;
+  }
+}
+
+process.exitCode = main();
