@@ -60,11 +60,22 @@ export interface GuestDmaDevice {
   readonly bounces: number;
 }
 
+/** The bounce buffer pool, when the kernel set one up. */
+export interface GuestSwiotlb {
+  readonly start: number;
+  /** 2 KiB slots in the pool. */
+  readonly nslabs: number;
+  readonly used: number;
+  readonly hiwater: number;
+  readonly bounces: number;
+  readonly bytesBounced: number;
+}
+
 export interface GuestReport {
   readonly kernel: { readonly cmdline: string; readonly cpus: number; readonly memoryBytes: number; readonly panic: string | null };
   readonly busDevices: readonly GuestBusDevice[];
   readonly virtio: readonly GuestVirtioReport[];
-  readonly dma: { readonly swiotlb: Readonly<Record<string, number>> | null; readonly devices: readonly GuestDmaDevice[] };
+  readonly dma: { readonly swiotlb: GuestSwiotlb | null; readonly devices: readonly GuestDmaDevice[] };
   readonly workload: InitResult | null;
   readonly interrupts: { readonly byHandler: Readonly<Record<string, number>>; readonly spurious: number };
   readonly errors: readonly string[];

@@ -17,30 +17,12 @@ export const VIRTIO_PCI_CAP = Object.freeze({
   VENDOR_CFG: 9,
 });
 
-export const VirtioPciCap = defineStruct<Record<string, number>>('virtio_pci_cap', [
-  u8('cap_vndr'),
-  u8('cap_next'),
-  u8('cap_len'),
-  u8('cfg_type'),
-  u8('bar'),
-  u8('id'),
-  reserved(2, 'padding'),
-  u32('offset'),
-  u32('length'),
-]);
+/** struct virtio_pci_cap: the fields every virtio vendor capability starts with. */
+const capFields = () => [u8('cap_vndr'), u8('cap_next'), u8('cap_len'), u8('cfg_type'), u8('bar'), u8('id'), reserved(2, 'padding'), u32('offset'), u32('length')];
 
-export const VirtioPciNotifyCap = defineStruct<Record<string, number>>('virtio_pci_notify_cap', [
-  u8('cap_vndr'),
-  u8('cap_next'),
-  u8('cap_len'),
-  u8('cfg_type'),
-  u8('bar'),
-  u8('id'),
-  reserved(2, 'padding'),
-  u32('offset'),
-  u32('length'),
-  u32('notify_off_multiplier'),
-]);
+export const VirtioPciCap = defineStruct<Record<string, number>>('virtio_pci_cap', capFields());
+
+export const VirtioPciNotifyCap = defineStruct<Record<string, number>>('virtio_pci_notify_cap', [...capFields(), u32('notify_off_multiplier')]);
 
 export const VirtioPciCommonCfg = defineStruct<Record<string, number>>('virtio_pci_common_cfg', [
   u32('device_feature_select'),

@@ -4,15 +4,13 @@
 import type { GuestVirtioReport, StatusStep } from '../abi/report.ts';
 import type { RunReport } from './run.ts';
 
+/** Exact when the count is a whole number of units, else to two decimals: 4 KiB, 1.00 MiB, 300 bytes. */
 export function formatBytes(n: number): string {
   const units = ['bytes', 'KiB', 'MiB', 'GiB'];
-  let v = n;
   let u = 0;
-  while (v >= 1024 && u < units.length - 1 && v % 1024 === 0) {
-    v /= 1024;
-    u++;
-  }
-  return `${v} ${units[u]}`;
+  while (u < units.length - 1 && n >= 1024 ** (u + 1)) u++;
+  const v = n / 1024 ** u;
+  return `${Number.isInteger(v) ? v : v.toFixed(2)} ${units[u]}`;
 }
 
 /** Status writes as Linux drivers make them: each step names the bits it adds; a re-read that lost a bit says so. */
@@ -26,10 +24,10 @@ export function formatStatus(steps: readonly StatusStep[]): string {
         const added = s.value & ~last;
         out.push(added ? names(added) : `rewrite ${names(s.value)}`);
       }
-      last = s.value;
     } else if (s.value !== last && s.value !== 0) {
       out.push(`read back ${names(s.value)}${last & ~s.value ? ` (device dropped ${names(last & ~s.value)})` : ''}`);
     }
+    last = s.value;
   }
   return out.join(' → ');
 }
@@ -85,8 +83,12 @@ export function formatReport(r: RunReport): string {
     out.push(`  disk     ${d.device}: wrote ${formatBytes(d.bytes)} pattern in ${d.requests / 2} requests of ${formatBytes(d.requestBytes)} (depth ${d.queueDepth}), read it back: ${d.verified ? 'every byte matches' : `${d.mismatchedBytes} bytes differ, ${d.failedRequests} requests failed`} (crc32 ${d.crc32})`);
   }
   if (w?.entropy) out.push(`  entropy  ${w.entropy.device}: ${formatBytes(w.entropy.bytes)} (crc32 ${w.entropy.crc32}, first bytes ${w.entropy.head})`);
-  if (!w?.disk && !w?.entropy) out.push('  (none)');
-  if (g.dma.swiotlb) out.push(`  swiotlb  ${JSON.stringify(g.dma.swiotlb)}`);
+  if (g.kernel.panic) out.push('  (did not finish: the kernel panicked)');
+  else if (!w?.disk && !w?.entropy) out.push('  (none)');
+  const t = g.dma.swiotlb;
+  if (t) {
+    out.push(`  swiotlb  pool at 0x${t.start.toString(16)}, ${t.nslabs} slots of 2 KiB: ${t.bounces} mappings bounced ${formatBytes(t.bytesBounced)}, high water ${t.hiwater} slots, ${t.used} in use`);
+  }
   const bounced = g.dma.devices.filter((d) => d.bounces || d.mappingErrors);
   for (const d of bounced) out.push(`  dma      ${d.device}: ${d.maps} maps, ${d.bounces} bounced, ${d.mappingErrors} mapping errors`);
   out.push('', 'Interrupts taken');

@@ -3,7 +3,7 @@
 // trace events, and dispatches to the backend the device was configured with.
 import { DMA_MAPPING_ERROR, hexAddr, type Addr } from '../abi/addr.ts';
 import { DMA_BIT_MASK, type Device } from '../kernel/device.ts';
-import { devWarn, dmaState, type DmaStats } from './dev-state.ts';
+import { devWarn, dmaState, traceOf, type DmaStats } from './dev-state.ts';
 import { DmaDirection, type CoherentBuffer, type DmaOps, type ScatterEntry } from './ops.ts';
 
 export { DMA_MAPPING_ERROR, DmaDirection };
@@ -44,7 +44,7 @@ export function dmaMapSingle(dev: Device, phys: number, size: number, dir: DmaDi
     st.stats.maps++;
     st.stats.bytesMapped += size;
   }
-  st.kernel?.trace.emit('dma_map_page', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size, phys_addr: hexAddr(phys) });
+  traceOf(st)?.emit('dma_map_page', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size, phys_addr: hexAddr(phys) });
   return addr;
 }
 
@@ -55,7 +55,7 @@ export function dmaUnmapSingle(dev: Device, addr: Addr, size: number, dir: DmaDi
   ops.unmapPhys(dev, addr, size, dir);
   const st = dmaState(dev);
   st.stats.unmaps++;
-  st.kernel?.trace.emit('dma_unmap_page', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
+  traceOf(st)?.emit('dma_unmap_page', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
 }
 
 /** dma_map_sg: fills each entry's dmaAddress/dmaLength; returns the entries mapped, 0 on error with nothing left mapped. */
@@ -71,7 +71,7 @@ export function dmaMapSg(dev: Device, sg: ScatterEntry[], dir: DmaDirection): nu
     st.stats.maps += sg.length;
     st.stats.bytesMapped += sg.reduce((sum, e) => sum + e.length, 0);
   }
-  st.kernel?.trace.emit('dma_map_sg', { dev: dev.name, dir: dirName(dir), nents: sg.length, ents });
+  traceOf(st)?.emit('dma_map_sg', { dev: dev.name, dir: dirName(dir), nents: sg.length, ents });
   return ents;
 }
 
@@ -82,7 +82,7 @@ export function dmaUnmapSg(dev: Device, sg: ScatterEntry[], dir: DmaDirection): 
   ops.unmapSg(dev, sg, dir);
   const st = dmaState(dev);
   st.stats.unmaps += sg.length;
-  st.kernel?.trace.emit('dma_unmap_sg', { dev: dev.name, dir: dirName(dir), nents: sg.length });
+  traceOf(st)?.emit('dma_unmap_sg', { dev: dev.name, dir: dirName(dir), nents: sg.length });
 }
 
 export function dmaMappingError(addr: Addr): boolean {
@@ -97,13 +97,13 @@ export function dmaAllocCoherent(dev: Device, size: number): CoherentBuffer | un
     return undefined;
   }
   const buf = ops.allocCoherent(dev, size);
-  dmaState(dev).kernel?.trace.emit('dma_alloc', { dev: dev.name, dma_addr: buf ? hexAddr(buf.dmaAddr) : 'none', size });
+  traceOf(dmaState(dev))?.emit('dma_alloc', { dev: dev.name, dma_addr: buf ? hexAddr(buf.dmaAddr) : 'none', size });
   return buf;
 }
 
 export function dmaFreeCoherent(dev: Device, buf: CoherentBuffer): void {
   opsOf(dev).freeCoherent(dev, buf);
-  dmaState(dev).kernel?.trace.emit('dma_free', { dev: dev.name, dma_addr: hexAddr(buf.dmaAddr), size: buf.size });
+  traceOf(dmaState(dev))?.emit('dma_free', { dev: dev.name, dma_addr: hexAddr(buf.dmaAddr), size: buf.size });
 }
 
 /** Before the CPU reads what the device wrote into a live mapping. */
@@ -111,7 +111,7 @@ export function dmaSyncSingleForCpu(dev: Device, addr: Addr, size: number, dir: 
   const ops = opsOf(dev);
   if (!validDirection(dev, dir)) return;
   ops.syncForCpu(dev, addr, size, dir);
-  dmaState(dev).kernel?.trace.emit('dma_sync_single_for_cpu', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
+  traceOf(dmaState(dev))?.emit('dma_sync_single_for_cpu', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
 }
 
 /** Before the device reads what the CPU wrote into a live mapping. */
@@ -119,7 +119,7 @@ export function dmaSyncSingleForDevice(dev: Device, addr: Addr, size: number, di
   const ops = opsOf(dev);
   if (!validDirection(dev, dir)) return;
   ops.syncForDevice(dev, addr, size, dir);
-  dmaState(dev).kernel?.trace.emit('dma_sync_single_for_device', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
+  traceOf(dmaState(dev))?.emit('dma_sync_single_for_device', { dev: dev.name, dir: dirName(dir), dma_addr: hexAddr(addr), size });
 }
 
 /** dma_supported: a backend without the hook takes any mask, as Linux. */

@@ -38,3 +38,9 @@ export function devWarn(dev: Device, text: string): void {
   const who = dev.driver ? `${dev.driver.name} ${dev.name}` : dev.name;
   dmaState(dev).kernel?.log.warn(`${who}: ${text}`);
 }
+
+/** The trace, only while it records: `traceOf(st)?.emit(...)` then builds no arguments when tracing is off. */
+export function traceOf(st: DmaDevState): Kernel['trace'] | undefined {
+  const t = st.kernel?.trace;
+  return t?.enabled ? t : undefined;
+}

@@ -1,5 +1,7 @@
-// The physical page allocator: a sorted list of free page runs with first-fit
-// allocation under an address limit and coalescing on free.
+// The physical page allocator: a sorted list of free page runs, allocating
+// from the highest fitting address under a limit, as Linux's zonelists prefer
+// ZONE_NORMAL (above 4 GiB) over DMA32: memory a device cannot reach is what
+// a driver gets unless it asks for less. Free runs coalesce.
 // Invariants: runs are sorted, disjoint and never adjacent (adjacent runs merge).
 
 export const PAGE_SHIFT = 12;
@@ -30,14 +32,16 @@ export class PageAllocator {
 
   /**
    * Allocates `count` contiguous pages whose last byte is at or below `maxAddr`,
-   * aligned to `alignPages`. Returns the guest-physical address, or -1.
+   * aligned to `alignPages`, as high as they fit. Returns the guest-physical
+   * address, or -1.
    */
   alloc(count: number, maxAddr = Number.MAX_SAFE_INTEGER, alignPages = 1): number {
     const limitPfn = Math.floor((maxAddr + 1) / PAGE_SIZE);
-    for (let i = 0; i < this.free.length; i++) {
+    for (let i = this.free.length - 1; i >= 0; i--) {
       const run = this.free[i]!;
-      const start = Math.ceil(run.pfn / alignPages) * alignPages;
-      if (start + count > run.pfn + run.count || start + count > limitPfn) continue;
+      const end = Math.min(run.pfn + run.count, limitPfn);
+      const start = Math.floor((end - count) / alignPages) * alignPages;
+      if (start < run.pfn) continue;
       this.take(i, start, count);
       return start * PAGE_SIZE;
     }

@@ -28,21 +28,31 @@ export interface DmaFault {
   readonly access: number;
 }
 
-/** The identity space: bus addresses are guest-physical; RAM and the MSI doorbell are reachable. */
+/**
+ * The identity space: bus addresses are guest-physical; RAM and the MSI
+ * doorbell are reachable, up to what the bus can address (the firmware's
+ * dma_bits). A device driving an address beyond that faults here; real
+ * hardware would drop the high bits and hit the wrong memory.
+ */
 export class PhysicalSpace implements AddressSpace {
   readonly generation = 0;
   faults = 0;
   lastFault: DmaFault | undefined;
+  /** First address the bus cannot drive. */
+  private readonly limit: number;
 
   constructor(
     readonly mem: GuestMemory,
     private readonly irq: InterruptController,
     private readonly trace: HostTrace,
     readonly name: string,
-  ) {}
+    busBits = 64,
+  ) {
+    this.limit = busBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** busBits;
+  }
 
   resolve(addr: Addr, len: number, access: number): number {
-    const off = typeof addr === 'number' ? this.mem.offsetOf(addr, len) : -1;
+    const off = typeof addr === 'number' && addr + len <= this.limit ? this.mem.offsetOf(addr, len) : -1;
     if (off < 0) this.fault(addr, len, access);
     return off;
   }

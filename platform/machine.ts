@@ -54,7 +54,7 @@ export class Machine {
 
   /** The DMA view of a new endpoint. Without an IOMMU every endpoint sees guest-physical memory. */
   addressSpaceFor(name: string): PhysicalSpace {
-    return new PhysicalSpace(this.mem, this.irq, this.trace, name);
+    return new PhysicalSpace(this.mem, this.irq, this.trace, name, this.config.dmaBits);
   }
 
   private addDevice(cfg: DeviceConfig): void {

@@ -75,3 +75,32 @@ describe('the default machine', () => {
     expect(report.host.devices[0]!.queues[0]!.used).toBe(70000);
   });
 });
+
+describe('a 32-bit bus with RAM above 4 GiB (scenarios/dma-bits-32.yaml)', () => {
+  it('bounces every buffer through swiotlb when ACCESS_PLATFORM is negotiated, and the data arrives intact', async () => {
+    const { report } = await runScenario(loadScenario(`${ROOT}/scenarios/dma-bits-32.yaml`), GUEST_SOURCE);
+    expect(report.exitStatus).toBe(0);
+    expect(report.machine.ram).toEqual([
+      { gpa: 0, size: 256 * 2 ** 20 },
+      { gpa: 2 ** 32, size: 256 * 2 ** 20 },
+    ]);
+    expect(report.guest.workload!.disk!.verified).toBe(true);
+    const pool = report.guest.dma.swiotlb!;
+    expect(pool.start + pool.nslabs * 2048).toBeLessThanOrEqual(2 ** 32);
+    expect(pool.used).toBe(0);
+    for (const d of report.guest.dma.devices) expect(d.bounces).toBe(d.maps);
+    expect(report.guest.dma.devices.every((d) => d.maps > 0)).toBe(true);
+  });
+
+  it('without ACCESS_PLATFORM the device is handed addresses above 4 GiB: it faults, needs a reset, and the guest hangs', async () => {
+    const s = loadScenario(`${ROOT}/scenarios/dma-bits-32.yaml`);
+    const devices = s.machine.devices.map((d) => ({ ...d, iommuPlatform: false }));
+    const { report } = await runScenario({ ...s, machine: { ...s.machine, devices } }, GUEST_SOURCE);
+    expect(report.exitStatus).toBe(2);
+    expect(report.guest.kernel.panic).toMatch(/hung waiting for virtio0/);
+    const host = report.host.devices[0]!;
+    expect(host.errors[0]!.reason).toBe('UNREACHABLE_RING');
+    expect(host.dma).toEqual({ readBytes: 0, writtenBytes: 0 });
+    expect(report.guest.virtio[0]!.status.at(-1)!.names).toContain('DEVICE_NEEDS_RESET');
+  });
+});

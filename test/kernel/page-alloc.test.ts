@@ -3,23 +3,25 @@ import { describe, expect, it } from 'vitest';
 import { PAGE_SIZE, PageAllocator } from '../../kernel/page-alloc.ts';
 
 describe('PageAllocator', () => {
-  it('allocates first fit, honours the address limit and alignment', () => {
+  it('allocates from the highest fitting address, honours the address limit and alignment', () => {
     const pa = new PageAllocator([{ gpa: 0, size: 64 * PAGE_SIZE }]);
-    expect(pa.alloc(1)).toBe(0);
-    expect(pa.alloc(4, Number.MAX_SAFE_INTEGER, 4)).toBe(4 * PAGE_SIZE);
-    expect(pa.alloc(1)).toBe(PAGE_SIZE);
+    expect(pa.alloc(1)).toBe(63 * PAGE_SIZE);
+    expect(pa.alloc(4, Number.MAX_SAFE_INTEGER, 4)).toBe(56 * PAGE_SIZE);
+    expect(pa.alloc(1)).toBe(62 * PAGE_SIZE);
     expect(pa.alloc(60, 64 * PAGE_SIZE - 1)).toBe(-1);
-    expect(pa.alloc(2, 10 * PAGE_SIZE - 1)).toBe(2 * PAGE_SIZE);
+    expect(pa.alloc(2, 10 * PAGE_SIZE - 1)).toBe(8 * PAGE_SIZE);
+    expect(pa.alloc(3, Number.MAX_SAFE_INTEGER, 8)).toBe(48 * PAGE_SIZE);
   });
 
-  it('spans RAM regions with a hole and never allocates across it', () => {
+  it('spans RAM regions with a hole, prefers memory above 4 GiB and never allocates across the hole', () => {
     const pa = new PageAllocator([
       { gpa: 0, size: 4 * PAGE_SIZE },
       { gpa: 2 ** 32, size: 4 * PAGE_SIZE },
     ]);
     expect(pa.alloc(8)).toBe(-1);
-    expect(pa.alloc(4)).toBe(0);
     expect(pa.alloc(4)).toBe(2 ** 32);
+    expect(pa.alloc(1, 2 ** 32 - 1)).toBe(3 * PAGE_SIZE);
+    expect(pa.alloc(3)).toBe(0);
     expect(pa.available).toBe(0);
   });
 
