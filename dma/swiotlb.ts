@@ -2,6 +2,7 @@
 // memory cut into 2 KiB slots; a mapping takes up to 128 contiguous slots and
 // never crosses a 128-slot segment. Slot search and alignment follow Linux 6.9+;
 // as since 5.18, map copies the original in whatever the direction.
+import type { GuestSwiotlb } from '../abi/report.ts';
 import { hex64 } from '../abi/virtio.ts';
 import type { Device } from '../kernel/device.ts';
 import type { Kernel } from '../kernel/kernel.ts';
@@ -19,17 +20,8 @@ export const IO_TLB_MIN_SLABS = (1 << 20) >> IO_TLB_SHIFT;
 /** The pool must sit where 32-bit devices reach it. */
 export const SWIOTLB_MAX_ADDR = 0xffff_ffff;
 
-export interface SwiotlbStats {
-  readonly start: number;
-  readonly nslabs: number;
-  readonly used: number;
-  /** The most slots ever in use at once (debugfs io_tlb_used_hiwater). */
-  readonly hiwater: number;
-  /** Mappings made through the pool. */
-  readonly bounces: number;
-  /** Bytes copied between originals and slots, both ways. */
-  readonly bytesBounced: number;
-}
+/** What the report shows of the pool (abi/report.ts). */
+export type SwiotlbStats = GuestSwiotlb;
 
 interface Bounce {
   /** First slot of the allocation, alignment padding included. */
