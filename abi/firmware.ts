@@ -28,6 +28,21 @@ export interface FwVirtioMmio {
   readonly dmaBits?: number;
 }
 
+/**
+ * One virtual IOMMU and the endpoints it translates, as ACPI VIOT describes
+ * them: PCI requester-ID ranges and virtio-mmio windows, each with the
+ * endpoint ID the IOMMU knows it by.
+ */
+export interface FwViot {
+  readonly kind: 'virtio-iommu';
+  /** Where the IOMMU itself sits: a PCI function (segment and BDF) or a virtio-mmio window. */
+  readonly pci?: { readonly segment: number; readonly bdf: number };
+  readonly mmioBase?: number;
+  /** BDFs bdfStart..bdfEnd of `segment` are endpoints endpointStart + (bdf - bdfStart). */
+  readonly pciRanges: readonly { readonly segment: number; readonly bdfStart: number; readonly bdfEnd: number; readonly endpointStart: number }[];
+  readonly mmioEndpoints: readonly { readonly base: number; readonly endpoint: number }[];
+}
+
 export interface FirmwareTables {
   readonly version: 1;
   /** Machine preset name, informational. */
@@ -37,6 +52,8 @@ export interface FirmwareTables {
   readonly msi: { readonly doorbell: FwRange; readonly destShift: number };
   readonly pci: readonly FwPciHostBridge[];
   readonly virtioMmio: readonly FwVirtioMmio[];
+  /** Virtual IOMMUs (VIOT); absent or empty on a machine without one. */
+  readonly viot?: readonly FwViot[];
 }
 
 export function encodeFirmware(t: FirmwareTables): Uint8Array {

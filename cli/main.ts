@@ -3,13 +3,16 @@
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from './errors.ts';
+import { runReplay } from './replay.ts';
 import { formatReport } from './report.ts';
 import { runScenario } from './run.ts';
 import { loadScenario } from './scenario.ts';
 import { toChromeTrace } from './trace.ts';
 
 const USAGE = `usage: ivory run [scenario.yaml] [--json] [--trace FILE] [--console]
+       ivory replay <requests.json | qemu-trace.log> [--profile NAME] [--json]
   run        boot a machine from a scenario file (default: scenarios/default.yaml) and print its report
+  replay     send raw virtio-iommu requests to the device model and print each status
   --json     print the report as JSON (version ${1})
   --trace    also write guest and host trace events as Chrome Trace JSON (open in Perfetto)
   --console  also print the guest's console (dmesg at its log level)`;
@@ -58,8 +61,10 @@ export async function main(argv: readonly string[], guestImage: string): Promise
         console.log(args.json ? JSON.stringify(report, null, 2) : formatReport(report));
         return report.exitStatus === 0 ? 0 : 1;
       }
+      case 'replay':
+        return runReplay(rest);
       default:
-        throw new UsageError(cmd, 'unknown command (commands: run, help)');
+        throw new UsageError(cmd, 'unknown command (commands: run, replay, help)');
     }
   } catch (e) {
     if (e instanceof UsageError) {

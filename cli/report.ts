@@ -66,6 +66,34 @@ function deviceLines(v: GuestVirtioReport, r: RunReport): string[] {
   return lines;
 }
 
+const counts = (o: Readonly<Record<string, number>>) =>
+  Object.entries(o)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ') || 'none';
+
+function iommuLines(r: RunReport): string[] {
+  const v = r.host.iommu!;
+  const c = v.config;
+  const iommuDev = r.host.devices.find((d) => d.device === 'virtio-iommu');
+  const lines = [
+    `IOMMU  virtio-iommu at ${iommuDev?.location ?? '?'}, profile ${v.profile}`,
+    `  config    page_size_mask ${c.pageSizeMask}, input range ${c.inputRange ? c.inputRange.join('-') : '(all 64 bits)'}, domains ${c.domainRange ? c.domainRange.join('-') : 'any'}, probe_size ${c.probeSize ?? '-'}, bypass ${c.bypass ?? '-'}`,
+    `  requests  ${Object.entries(v.requests).map(([type, st]) => `${type} ${counts(st)}`).join('; ') || 'none'}`,
+    `  faults    ${v.faults.reported} reported, ${v.faults.dropped} dropped (no event buffer), ${v.faults.unreported} not reported`,
+  ];
+  for (const e of v.endpoints) {
+    const resv = e.reservedRegions.map((x) => `${x.start}-${x.end} ${x.type}`).join(', ') || 'none';
+    lines.push(`  endpoint ${e.id} (${e.name}): ${e.translated ? `domain ${e.domain ?? '-'}` : 'ACCESS_PLATFORM not negotiated: guest-physical, untranslated'}; reserved ${resv}`);
+    lines.push(`    ${e.mapped} mapped, ${e.unmapped} unmapped, IOVA ${e.lowestIova ?? '-'}..${e.highestIova ?? '-'}; ${e.translations} translations, ${e.msi} MSI, ${e.bypassed} bypassed, ${e.direct} direct; faults: ${counts(e.faults)}`);
+    if (e.host) {
+      lines.push(`    host IOMMU ${e.host.awBits} bits, usable ${e.host.usable.map((u) => `${u.start}-${u.end}`).join(', ')}: ${e.host.maps} maps, ${e.host.failures.length} failed`);
+      for (const f of e.host.failures) lines.push(`      ${f.message}`);
+    }
+  }
+  return lines;
+}
+
 export function formatReport(r: RunReport): string {
   const g = r.guest;
   const out: string[] = [];
@@ -76,6 +104,7 @@ export function formatReport(r: RunReport): string {
   out.push('', 'Virtio negotiation');
   for (const v of g.virtio) out.push(...deviceLines(v, r));
   if (g.virtio.length === 0) out.push('  (no virtio device was bound)');
+  if (r.host.iommu) out.push('', ...iommuLines(r));
   const w = g.workload;
   out.push('', 'Workload');
   if (w?.disk) {

@@ -4,6 +4,7 @@ import type { GuestReport } from '../abi/report.ts';
 import type { TraceEvent } from '../abi/trace.ts';
 import { bootGuest, loadGuestImage } from '../platform/launcher.ts';
 import { Machine } from '../platform/machine.ts';
+import type { ViommuReport } from '../platform/iommu/virtio-iommu.ts';
 import type { AttachedDevice } from '../platform/virtio/attach.ts';
 import { UsageError } from './errors.ts';
 import type { Scenario } from './scenario.ts';
@@ -21,6 +22,7 @@ export interface RunReport {
   readonly guest: Omit<GuestReport, 'trace'>;
   readonly host: {
     readonly devices: ReturnType<AttachedDevice['report']>[];
+    readonly iommu: ViommuReport | null;
     readonly interruptsDelivered: Readonly<Record<string, number>>;
     readonly rejectedMsi: number;
     readonly unassignedMmio: number;
@@ -60,6 +62,7 @@ export async function runScenario(s: Scenario, guestImage: string): Promise<RunR
       guest,
       host: {
         devices: machine.devices.map((d) => d.report()),
+        iommu: machine.iommu?.iommuReport() ?? null,
         interruptsDelivered: delivered,
         rejectedMsi: machine.irq.badMsi,
         unassignedMmio: machine.bus.unassigned,

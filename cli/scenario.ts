@@ -6,8 +6,8 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import type { Workload } from '../abi/workload.ts';
 import { SECTOR_SIZE } from '../abi/virtio-blk.ts';
-import { DEVICE_DEFAULTS, type DeviceConfig, type MachineConfig } from '../platform/config.ts';
-import { PRESETS } from '../platform/presets.ts';
+import { DEVICE_DEFAULTS, IOMMU_FEATURES, type DeviceConfig, type HostIommuConfig, type IommuConfig, type MachineConfig } from '../platform/config.ts';
+import { PRESETS, type Preset } from '../platform/presets.ts';
 import { UsageError } from './errors.ts';
 
 export interface Scenario {
@@ -30,6 +30,15 @@ export function parseSize(field: string, v: unknown): number {
     if (m) return Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
   }
   throw new UsageError(field, `expected a size such as 4096, "64K" or "256M", got ${JSON.stringify(v)}`);
+}
+
+export function parseU64(field: string, v: unknown): bigint {
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  if (typeof v === 'string' && /^(0x[0-9a-f]{1,16}|\d{1,20})$/i.test(v)) {
+    const n = BigInt(v);
+    if (n < 2n ** 64n) return n;
+  }
+  throw new UsageError(field, `expected a 64-bit value such as "0xfee00000", got ${JSON.stringify(v)}`);
 }
 
 class Fields {
@@ -84,6 +93,17 @@ class Fields {
     return v;
   }
 
+  /** A 64-bit value: a hex string ("0xfee00000") or a safe integer. */
+  u64(key: string): bigint {
+    return parseU64(this.name(key), this.raw(key));
+  }
+
+  list(key: string): unknown[] {
+    const v = this.raw(key) ?? [];
+    if (!Array.isArray(v)) throw new UsageError(this.name(key), `expected a list, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
   size(key: string, dflt: number): number {
     const v = this.raw(key);
     return v === undefined ? dflt : parseSize(this.name(key), v);
@@ -118,9 +138,76 @@ function parseDevice(path: string, v: unknown, seed: number): DeviceConfig {
     capacity: type === 'virtio-blk' ? f.size('capacity', d.capacity) : d.capacity,
     readOnly: type === 'virtio-blk' ? f.bool('read_only', d.readOnly) : false,
     seed: type === 'virtio-rng' ? f.int('seed', seed, 0, 2 ** 32 - 1) : seed,
+    behindIommu: f.bool('behind_iommu', d.behindIommu),
+    ...(f.has('host_iommu') ? { hostIommu: parseHostIommu(f.name('host_iommu'), f.raw('host_iommu')) } : {}),
   };
   if (cfg.capacity === 0 || cfg.capacity % SECTOR_SIZE !== 0) throw new UsageError(f.name('capacity'), `must be a non-zero multiple of ${SECTOR_SIZE} bytes`);
   if (transport === 'mmio' && !cfg.disableLegacy) throw new UsageError(f.name('disable_legacy'), 'applies to PCI devices only');
+  f.done();
+  return cfg;
+}
+
+function parseRange(path: string, v: unknown): { start: bigint; end: bigint } {
+  const f = Fields.of(path, v);
+  const r = { start: f.u64('start'), end: f.u64('end') };
+  if (r.end < r.start) throw new UsageError(f.name('end'), 'must not be below start');
+  f.done();
+  return r;
+}
+
+function parseHostIommu(path: string, v: unknown): HostIommuConfig {
+  const f = Fields.of(path, v);
+  const awBits = f.int('aw_bits', undefined, 32, 64);
+  const usable = f.has('usable_ranges') ? { usableRanges: f.list('usable_ranges').map((r, i) => parseRange(`${f.name('usable_ranges')}[${i}]`, r)) } : {};
+  const cfg: HostIommuConfig = { awBits, ...usable, exposeReserved: f.bool('expose_reserved', false) };
+  f.done();
+  return cfg;
+}
+
+/** A reserved region as QEMU's property string "start:end:type" (type 0 reserved, 1 msi) or as {start, end, type}. */
+function parseReservedRegion(path: string, v: unknown): IommuConfig['reservedRegions'][number] {
+  if (typeof v === 'string') {
+    const m = /^(0x[0-9a-f]+|\d+):(0x[0-9a-f]+|\d+):([01])$/i.exec(v);
+    if (!m) throw new UsageError(path, `expected "start:end:type" with type 0 (reserved) or 1 (msi), got ${JSON.stringify(v)}`);
+    const start = parseU64(path, m[1]);
+    const end = parseU64(path, m[2]);
+    if (end < start) throw new UsageError(path, 'end is below start');
+    return { start, end, type: m[3] === '1' ? 'msi' : 'reserved' };
+  }
+  const f = Fields.of(path, v);
+  const type = f.oneOf('type', ['reserved', 'msi'] as const);
+  const { start, end } = parseRange(path, { start: f.raw('start'), end: f.raw('end') });
+  f.done();
+  return { start, end, type };
+}
+
+const GRANULES = ['4k', '8k', '16k', '64k'] as const;
+
+function parseIommu(v: unknown, preset: Preset): IommuConfig {
+  const f = Fields.of('iommu', v);
+  f.oneOf('type', ['virtio-iommu'] as const, 'virtio-iommu');
+  const feats = Fields.of('iommu.features', f.raw('features') ?? {});
+  const features = Object.fromEntries(IOMMU_FEATURES.filter((k) => feats.has(k)).map((k) => [k, feats.bool(k, false)]));
+  feats.done();
+  const optional: { -readonly [K in 'granule' | 'bootBypass' | 'probeSize' | 'domainRange']?: IommuConfig[K] } = {};
+  if (f.has('granule')) optional.granule = f.oneOf('granule', GRANULES);
+  if (f.has('boot_bypass')) optional.bootBypass = f.bool('boot_bypass', false);
+  if (f.has('probe_size')) optional.probeSize = f.int('probe_size', undefined, 0, 1 << 20);
+  if (f.has('domain_range')) {
+    const dr = Fields.of('iommu.domain_range', f.raw('domain_range'));
+    const range: [number, number] = [dr.int('start', 0, 0, 0xffff_ffff), dr.int('end', 0xffff_ffff, 0, 0xffff_ffff)];
+    if (range[1] < range[0]) throw new UsageError(dr.name('end'), 'must not be below start');
+    dr.done();
+    optional.domainRange = range;
+  }
+  const cfg: IommuConfig = {
+    transport: f.oneOf('transport', ['pci', 'mmio'] as const, 'pci'),
+    profile: f.oneOf('profile', ['spec', 'qemu', 'cloud-hypervisor', 'crosvm'] as const, 'spec'),
+    awBits: f.int('aw_bits', preset.iommuAwBits, 32, 64),
+    reservedRegions: f.list('reserved_regions').map((r, i) => parseReservedRegion(`${f.name('reserved_regions')}[${i}]`, r)),
+    features,
+    ...optional,
+  };
   f.done();
   return cfg;
 }
@@ -166,12 +253,11 @@ export function parseScenario(doc: unknown, fallbackName = 'scenario'): Scenario
     devices: [],
   };
   m.done();
-  const devs = f.raw('devices') ?? [];
-  if (!Array.isArray(devs)) throw new UsageError('devices', 'expected a list');
-  const devices = devs.map((d, i) => parseDevice(`devices[${i}]`, d, workload.seed));
+  const devices = f.list('devices').map((d, i) => parseDevice(`devices[${i}]`, d, workload.seed));
+  const iommu = f.has('iommu') ? { iommu: parseIommu(f.raw('iommu'), PRESETS[preset]!) } : {};
   const cmdline = f.str('cmdline', '');
   f.done();
-  return { name, machine: { ...machine, devices }, cmdline, workload };
+  return { name, machine: { ...machine, devices, ...iommu }, cmdline, workload };
 }
 
 export function loadScenario(path: string): Scenario {

@@ -3,6 +3,7 @@
 // trace events go, and ivory's per-device counters for the report.
 import type { Device } from '../kernel/device.ts';
 import type { Kernel } from '../kernel/kernel.ts';
+import { LOGLEVEL } from '../kernel/log.ts';
 
 export interface DmaStats {
   /** Successful streaming mappings (one per scatterlist entry). */
@@ -33,11 +34,14 @@ export function dmaState(dev: Device): DmaDevState {
   return st;
 }
 
-/** dev_warn(): the message prefixed with the driver and device name, as Linux prints it. */
-export function devWarn(dev: Device, text: string): void {
+/** dev_printk(): the message prefixed with the driver and device name, as Linux prints it. */
+function devPrintk(dev: Device, level: number, text: string): void {
   const who = dev.driver ? `${dev.driver.name} ${dev.name}` : dev.name;
-  dmaState(dev).kernel?.log.warn(`${who}: ${text}`);
+  dmaState(dev).kernel?.log.printk(level, `${who}: ${text}`);
 }
+
+export const devWarn = (dev: Device, text: string): void => devPrintk(dev, LOGLEVEL.WARNING, text);
+export const devNotice = (dev: Device, text: string): void => devPrintk(dev, LOGLEVEL.NOTICE, text);
 
 /** The trace, only while it records: `traceOf(st)?.emit(...)` then builds no arguments when tracing is off. */
 export function traceOf(st: DmaDevState): Kernel['trace'] | undefined {

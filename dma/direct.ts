@@ -20,7 +20,7 @@ const ZONE_DMA_LIMIT = DMA_BIT_MASK(24);
 type DirectKernel = Pick<Kernel, 'mem' | 'pages' | 'trace'>;
 
 /** min_not_zero(mask, bus_dma_limit): the highest bus address the device can reach. */
-function dmaLimit(dev: Device, mask: bigint = dev.dma.mask): bigint {
+export function dmaLimit(dev: Device, mask: bigint = dev.dma.mask): bigint {
   const limit = dev.dma.busLimit;
   if (limit === 0n) return mask;
   return mask !== 0n && mask < limit ? mask : limit;

@@ -1,6 +1,7 @@
 // The DMA subsystem at boot: reads swiotlb= from the command line, sets up the
-// bounce pool, and gives each device its backend as it is added (Linux's
-// swiotlb_init plus the dma-direct / iommu-dma choice of dma_go_direct).
+// bounce pool and the IOMMU core, and gives each device its backend before its
+// driver probes (Linux's swiotlb_init, and the dma-direct / iommu-dma choice
+// of dma_configure, which defers a device whose IOMMU is not there yet).
 //
 // When there is a pool (Linux allocates it where it may be needed):
 //   swiotlb=noforce         never (swiotlb_force_disable);
@@ -14,22 +15,12 @@
 // 2 KiB slots (rounded up to whole segments). <nareas> is accepted and ignored:
 // ivory runs one CPU at a time, so one area has nothing to contend on.
 import type { Device } from '../kernel/device.ts';
-import type { Kernel } from '../kernel/kernel.ts';
 import { dmaState, type DmaStats } from './dev-state.ts';
 import { DmaDirect } from './direct.ts';
-import type { DmaOps } from './ops.ts';
+import { iommuCoreInit, type IommuKernel, type IommuStats } from './iommu.ts';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SHIFT, Swiotlb, type SwiotlbStats } from './swiotlb.ts';
 
-export type DmaKernel = Pick<Kernel, 'cmdline' | 'mem' | 'pages' | 'log' | 'trace' | 'now'>;
-
-/**
- * The seam for an IOMMU layer (iommu_setup_dma_ops): it says, device by device,
- * whether DMA goes through iommu-dma. undefined (no IOMMU in front of the
- * device, or an identity domain) leaves the device on dma-direct.
- */
-export interface IommuDmaSetup {
-  dmaOps(dev: Device): DmaOps | undefined;
-}
+export type DmaKernel = IommuKernel;
 
 export interface DmaDeviceStats extends DmaStats {
   readonly device: string;
@@ -39,19 +30,17 @@ export interface DmaDeviceStats extends DmaStats {
 export interface DmaSubsystemStats {
   readonly swiotlb: SwiotlbStats | undefined;
   readonly devices: readonly DmaDeviceStats[];
+  readonly iommu: IommuStats;
 }
 
 export interface DmaSubsystem {
   readonly swiotlb: Swiotlb | undefined;
-  /** Called for every device as it is added, before drivers bind (Kernel.dmaConfigure). */
-  configure(dev: Device): void;
   /**
-   * The IOMMU layer registers once it is up. Devices configured before that and
-   * not yet driven are configured again, as Linux's bus_iommu_probe() does for
-   * endpoints whose probe waited for their IOMMU; a bound device keeps its
-   * backend, since its mappings live there.
+   * Kernel.dmaConfigure, before a driver probes the device: 'defer' while the
+   * IOMMU the firmware puts it behind has not registered (deferred probe tries
+   * again after every bind); otherwise its backend is chosen.
    */
-  registerIommu(setup: IommuDmaSetup): void;
+  configure(dev: Device): 'defer' | void;
   stats(): DmaSubsystemStats;
 }
 
@@ -84,25 +73,22 @@ export function createDmaSubsystem(k: DmaKernel): DmaSubsystem {
   const wanted = !opt.noforce && (opt.force || opt.nslabs !== undefined || ramAbove4G);
   const swiotlb = wanted ? Swiotlb.init(k, opt.nslabs ?? IO_TLB_DEFAULT_SIZE >> IO_TLB_SHIFT) : undefined;
   const direct = new DmaDirect(k, swiotlb, opt.force);
+  const iommu = iommuCoreInit(k, direct);
   const devices = new Set<Device>();
-  let iommu: IommuDmaSetup | undefined;
-
-  function configure(dev: Device): void {
-    dev.dma.ops = iommu?.dmaOps(dev) ?? direct;
-    dmaState(dev).kernel = k;
-    devices.add(dev);
-  }
 
   return {
     swiotlb,
-    configure,
-    registerIommu(setup) {
-      iommu = setup;
-      for (const dev of devices) if (!dev.driver) configure(dev);
+    configure(dev) {
+      const ops = iommu.dmaOps(dev);
+      if (ops === 'defer') return 'defer';
+      dev.dma.ops = ops ?? direct;
+      dmaState(dev).kernel = k;
+      devices.add(dev);
     },
     stats: () => ({
       swiotlb: swiotlb?.stats(),
       devices: [...devices].map((dev) => ({ device: dev.name, backend: dev.dma.ops?.name ?? 'none', ...dmaState(dev).stats })),
+      iommu: iommu.stats(),
     }),
   };
 }

@@ -3,6 +3,7 @@
 // workload the bound devices and the report its per-device negotiation.
 import type { Kernel } from '../kernel/kernel.ts';
 import { VirtioBlk, virtioBlkDriver, type BlkStats } from './virtio-blk.ts';
+import { VirtioIommu, virtioIommuDriver } from './virtio-iommu.ts';
 import { VirtioRng, virtioRngDriver, type RngStats } from './virtio-rng.ts';
 import { VirtioBus, type VirtioDeviceReport } from './virtio/core.ts';
 import { virtioMmioDriver } from './virtio/mmio.ts';
@@ -27,6 +28,8 @@ export interface VirtioStack {
   /** Bound virtio-blk devices, in discovery order. */
   blk(): VirtioBlk[];
   rng(): VirtioRng[];
+  /** Bound virtio-iommu devices; their reports come from viommuReports(bus). */
+  iommus(): VirtioIommu[];
   report(): VirtioReport[];
 }
 
@@ -34,6 +37,7 @@ export function registerVirtioDrivers(k: Kernel): VirtioStack {
   const bus = new VirtioBus(k);
   bus.registerVirtioDriver(virtioBlkDriver);
   bus.registerVirtioDriver(virtioRngDriver);
+  bus.registerVirtioDriver(virtioIommuDriver);
   k.platform.registerDriver(virtioMmioDriver(k, bus));
   k.pci.registerDriver(virtioPciDriver(k, bus));
   const bound = () => bus.devices.map((d) => d.drvdata);
@@ -41,6 +45,7 @@ export function registerVirtioDrivers(k: Kernel): VirtioStack {
     bus,
     blk: () => bound().filter((d): d is VirtioBlk => d instanceof VirtioBlk),
     rng: () => bound().filter((d): d is VirtioRng => d instanceof VirtioRng),
+    iommus: () => bound().filter((d): d is VirtioIommu => d instanceof VirtioIommu),
     report: () =>
       bus.devices.map((d) => ({
         ...d.report,

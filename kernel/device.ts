@@ -47,6 +47,37 @@ export interface ProbeFailure {
   readonly error: string;
 }
 
+/** What a bus asks before probing a device: configure its DMA, or defer it until its IOMMU exists (-EPROBE_DEFER). */
+export type ProbePrepare = (dev: Device) => 'defer' | void;
+
+/**
+ * Deferred probe, as Linux's drivers/base/dd.c: a device whose IOMMU has not
+ * been probed yet waits, and every successful bind anywhere retries the
+ * waiting devices.
+ */
+export class DeferredProbe {
+  private readonly waiting: { dev: Device; retry: () => boolean }[] = [];
+
+  defer(dev: Device, retry: () => boolean): void {
+    if (!this.waiting.some((w) => w.dev === dev)) this.waiting.push({ dev, retry });
+  }
+
+  /** Retries until a pass binds nothing more. */
+  trigger(): void {
+    for (let progress = true; progress; ) {
+      progress = false;
+      for (const w of [...this.waiting]) {
+        this.waiting.splice(this.waiting.indexOf(w), 1);
+        if (w.retry()) progress = true;
+      }
+    }
+  }
+
+  get pending(): readonly Device[] {
+    return this.waiting.map((w) => w.dev);
+  }
+}
+
 export class Bus<D extends Device = Device> {
   readonly devices: D[] = [];
   readonly drivers: Driver<D>[] = [];
@@ -55,16 +86,18 @@ export class Bus<D extends Device = Device> {
   constructor(
     readonly name: string,
     private readonly log: (line: string) => void,
+    private readonly prepare: ProbePrepare = () => {},
+    private readonly deferred = new DeferredProbe(),
   ) {}
 
   registerDriver(drv: Driver<D>): void {
     this.drivers.push(drv);
-    for (const dev of this.devices) if (!dev.driver) this.tryBind(dev, drv);
+    for (const dev of this.devices) if (!dev.driver) this.bind(dev);
   }
 
   addDevice(dev: D): void {
     this.devices.push(dev);
-    for (const drv of this.drivers) if (!dev.driver && this.tryBind(dev, drv)) break;
+    this.bind(dev);
   }
 
   removeDevice(dev: D): void {
@@ -74,8 +107,20 @@ export class Bus<D extends Device = Device> {
     this.devices.splice(this.devices.indexOf(dev), 1);
   }
 
-  private tryBind(dev: D, drv: Driver<D>): boolean {
-    if (!drv.match(dev)) return false;
+  /** really_probe: the first matching driver; DMA configured first, which may defer the device. */
+  private bind(dev: D): boolean {
+    const drv = this.drivers.find((d) => d.match(dev));
+    if (!drv) return false;
+    if (this.prepare(dev) === 'defer') {
+      this.deferred.defer(dev, () => !dev.driver && this.devices.includes(dev) && this.bind(dev));
+      return false;
+    }
+    const ok = this.probe(dev, drv);
+    if (ok) this.deferred.trigger();
+    return ok;
+  }
+
+  private probe(dev: D, drv: Driver<D>): boolean {
     dev.driver = drv as Driver;
     let ok = false;
     try {

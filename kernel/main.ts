@@ -6,6 +6,7 @@ import { decodeFirmware, virtioMmioName } from '../abi/firmware.ts';
 import { decodeWorkload } from '../abi/workload.ts';
 import type { InitResult } from '../abi/workload.ts';
 import { createDmaSubsystem, type DmaSubsystem } from '../dma/index.ts';
+import { iommuDmaGetMsiPage } from '../dma/iommu-dma.ts';
 import { registerVirtioDrivers, type VirtioStack } from '../drivers/index.ts';
 import { runInit } from './init.ts';
 import { LOGLEVEL, formatLogLine } from './log.ts';
@@ -32,8 +33,10 @@ export function boot(bp: BootProtocol): GuestExit {
   try {
     const subsystem = (dma = createDmaSubsystem(k));
     k.dmaConfigure = (dev) => subsystem.configure(dev);
+    k.msiAddress = iommuDmaGetMsiPage;
     drivers = registerVirtioDrivers(k);
     probeDevices(k);
+    for (const dev of k.deferredProbe.pending) log.err(`${dev.name}: probe deferred forever: its IOMMU never appeared`);
     init = runInit(k, drivers, decodeWorkload(k.mem.read(bp.initrd.addr, bp.initrd.size)));
     if (!init.ok) status = 1;
   } catch (e) {
@@ -50,15 +53,11 @@ export function boot(bp: BootProtocol): GuestExit {
 /** Finds every device the firmware describes or a bus scan reveals, and lets the drivers bind. */
 function probeDevices(k: Kernel): void {
   for (const bridge of k.firmware.pci) {
-    for (const dev of enumeratePci(k, bridge)) {
-      k.dmaConfigure(dev);
-      k.pci.addDevice(dev);
-    }
+    for (const dev of enumeratePci(k, bridge)) k.pci.addDevice(dev);
   }
   k.firmware.virtioMmio.forEach((fw) => {
     const dev = new PlatformDevice(virtioMmioName(fw.base), k.platform, 'virtio-mmio', fw.base, fw.size, fw.irq, fw.dmaBits ?? 64);
     k.log.info(`${dev.name}: [mem 0x${fw.base.toString(16)}-0x${(fw.base + fw.size - 1).toString(16)}] irq ${fw.irq}`);
-    k.dmaConfigure(dev);
     k.platform.addDevice(dev);
   });
 }

@@ -2,6 +2,7 @@
 // MSI-X vectors (Linux drivers/pci/probe.c, msi/msix.c, much reduced). The
 // firmware placed the BARs; the kernel reads and sizes them, enables memory
 // decoding and bus mastering, and programs MSI-X tables itself.
+import { DMA_MAPPING_ERROR, hi32, lo32 } from '../abi/addr.ts';
 import type { AccessSize } from '../abi/boot.ts';
 import type { FwPciHostBridge } from '../abi/firmware.ts';
 import {
@@ -118,8 +119,10 @@ export class PciDevice extends Device {
       const vector = this.k.irqs.allocVector();
       this.k.irqs.request(vector, `${name}-${entry}`, () => handler(entry));
       const e = table + entry * MsixEntry.span;
-      this.k.boot.mmio.write(e + MsixEntry.off.addr_lo, 4, doorbell.base + cpu * 2 ** destShift);
-      this.k.boot.mmio.write(e + MsixEntry.off.addr_hi, 4, 0);
+      const addr = this.k.msiAddress(this, doorbell.base + cpu * 2 ** destShift);
+      if (addr === DMA_MAPPING_ERROR) throw new Error(`${this.name}: cannot map the MSI doorbell for vector ${entry}`);
+      this.k.boot.mmio.write(e + MsixEntry.off.addr_lo, 4, lo32(addr));
+      this.k.boot.mmio.write(e + MsixEntry.off.addr_hi, 4, hi32(addr));
       this.k.boot.mmio.write(e + MsixEntry.off.data, 4, vector);
       this.k.boot.mmio.write(e + MsixEntry.off.vector_ctrl, 4, 0);
       this.msix.push({ entry, vector, cpu });

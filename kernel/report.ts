@@ -3,13 +3,14 @@
 import type { GuestReport, GuestVirtioReport } from '../abi/report.ts';
 import type { InitResult } from '../abi/workload.ts';
 import { VIRTIO_BLK_FEATURE_NAMES } from '../abi/virtio-blk.ts';
+import { VIRTIO_IOMMU_FEATURE_NAMES } from '../abi/virtio-iommu.ts';
 import { DEVICE_ID, DEVICE_NAME, F, featureNames, has, hex64, statusNames } from '../abi/virtio.ts';
 import type { DmaSubsystem } from '../dma/index.ts';
 import type { VirtioReport, VirtioStack } from '../drivers/index.ts';
 import type { Kernel } from './kernel.ts';
 import { PAGE_SIZE } from './page-alloc.ts';
 
-const DEVICE_FEATURE_NAMES: Readonly<Record<number, Readonly<Record<number, string>>>> = { [DEVICE_ID.BLOCK]: VIRTIO_BLK_FEATURE_NAMES };
+const DEVICE_FEATURE_NAMES: Readonly<Record<number, Readonly<Record<number, string>>>> = { [DEVICE_ID.BLOCK]: VIRTIO_BLK_FEATURE_NAMES, [DEVICE_ID.IOMMU]: VIRTIO_IOMMU_FEATURE_NAMES };
 
 export function buildGuestReport(k: Kernel, dma: DmaSubsystem | undefined, drivers: VirtioStack | undefined, init: InitResult | undefined, panic: string | undefined): Omit<GuestReport, 'dmesg' | 'trace'> {
   const probeErrors = [...k.pci.failures, ...k.platform.failures, ...(drivers?.bus.failures ?? [])].map((f) => `${f.driver} ${f.device}: ${f.error}`);

@@ -5,7 +5,7 @@
 import type { BootProtocol } from '../abi/boot.ts';
 import type { FirmwareTables } from '../abi/firmware.ts';
 import { Cmdline } from './cmdline.ts';
-import { Bus } from './device.ts';
+import { Bus, DeferredProbe } from './device.ts';
 import { Interrupts } from './irq.ts';
 import type { Kernel } from './kernel.ts';
 import { Kmalloc } from './kmalloc.ts';
@@ -36,7 +36,8 @@ export function createKernel(bp: BootProtocol, firmware: FirmwareTables): Mutabl
   pages.reserve(bp.firmware.addr, bp.firmware.size);
   pages.reserve(bp.initrd.addr, bp.initrd.size);
   const irqs = new Interrupts(bp, cpus, trace);
-  return {
+  const deferredProbe = new DeferredProbe();
+  const k: MutableKernel = {
     boot: bp,
     cmdline,
     firmware,
@@ -48,9 +49,12 @@ export function createKernel(bp: BootProtocol, firmware: FirmwareTables): Mutabl
     timers: new Timers(bp, cpus, irqs),
     log,
     trace,
-    pci: new Bus<PciDevice>('pci', (l) => log.err(l)),
-    platform: new Bus<PlatformDevice>('platform', (l) => log.err(l)),
+    pci: new Bus<PciDevice>('pci', (l) => log.err(l), (dev) => k.dmaConfigure(dev), deferredProbe),
+    platform: new Bus<PlatformDevice>('platform', (l) => log.err(l), (dev) => k.dmaConfigure(dev), deferredProbe),
     dmaConfigure: () => {},
+    msiAddress: (_dev, doorbell) => doorbell,
+    deferredProbe,
     now,
   };
+  return k;
 }

@@ -21,7 +21,46 @@ export interface DeviceConfig {
   readonly readOnly: boolean;
   /** virtio-rng: PRNG seed (defaults to the scenario seed). */
   readonly seed: number;
+  /** Translated by the machine's virtio-iommu (when it has one). */
+  readonly behindIommu: boolean;
+  /** Makes the device an assigned one, with a host IOMMU under the guest's. */
+  readonly hostIommu?: HostIommuConfig;
 }
+
+/** A host IOMMU behind an assigned (VFIO-like) endpoint: what the host can really map for it. */
+export interface HostIommuConfig {
+  /** Address width of the host IOMMU (39 on many x86 hosts, 48 on most). */
+  readonly awBits: number;
+  /** Usable IOVA ranges (inclusive ends); everything else fails on the host. Default: [0, 2^awBits - 1]. */
+  readonly usableRanges?: readonly { readonly start: bigint; readonly end: bigint }[];
+  /** QEMU 9.1+: tell the guest, as RESERVED probe regions, what the host cannot map. */
+  readonly exposeReserved: boolean;
+}
+
+export type IommuProfile = 'spec' | 'qemu' | 'cloud-hypervisor' | 'crosvm';
+
+/**
+ * The virtio-iommu, with QEMU's property names where QEMU has them (aw-bits,
+ * granule, boot-bypass, reserved-regions). What a scenario leaves unset comes
+ * from the profile (cloud-hypervisor's page mask, crosvm's features, ...).
+ */
+export interface IommuConfig {
+  readonly transport: Transport;
+  readonly profile: IommuProfile;
+  /** Input range width; the preset's default (q35 39, virt 48; 64 before QEMU 9.0). */
+  readonly awBits: number;
+  readonly granule?: '4k' | '8k' | '16k' | '64k';
+  readonly bootBypass?: boolean;
+  /** Extra reserved regions; the machine adds its hardware MSI window itself (x86: 0xfee00000-0xfeefffff). */
+  readonly reservedRegions: readonly { readonly start: bigint; readonly end: bigint; readonly type: 'reserved' | 'msi' }[];
+  readonly probeSize?: number;
+  readonly domainRange?: readonly [number, number];
+  /** Feature bits to offer or withhold, by the spec's names in lower case. */
+  readonly features: Partial<Readonly<Record<IommuFeature, boolean>>>;
+}
+
+export const IOMMU_FEATURES = ['input_range', 'domain_range', 'map_unmap', 'bypass', 'probe', 'mmio', 'bypass_config'] as const;
+export type IommuFeature = (typeof IOMMU_FEATURES)[number];
 
 export interface MachineConfig {
   readonly preset: string;
@@ -32,6 +71,8 @@ export interface MachineConfig {
   /** Bus addressing limit the firmware reports for PCI and virtio-mmio (ACPI _DMA), in bits. */
   readonly dmaBits?: number;
   readonly devices: readonly DeviceConfig[];
+  /** A virtio-iommu in front of the devices whose `behindIommu` is set. */
+  readonly iommu?: IommuConfig;
 }
 
 export const DEVICE_DEFAULTS: Omit<DeviceConfig, 'type' | 'transport' | 'seed'> = Object.freeze({
@@ -43,4 +84,6 @@ export const DEVICE_DEFAULTS: Omit<DeviceConfig, 'type' | 'transport' | 'seed'> 
   eventIdx: true,
   capacity: 16 * 2 ** 20,
   readOnly: false,
+  behindIommu: true,
 });
+

@@ -165,7 +165,8 @@ export class VirtioDevice extends Device {
     try {
       this.negotiate(drv);
       drv.probe(this);
-      this.addStatus(STATUS.DRIVER_OK);
+      // A driver may have set DRIVER_OK itself to use its queues during probe (virtio-iommu does).
+      if (!(this.getStatus() & STATUS.DRIVER_OK)) this.addStatus(STATUS.DRIVER_OK);
       this.configDriver = drv;
       return true;
     } catch (e) {

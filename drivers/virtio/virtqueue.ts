@@ -193,6 +193,8 @@ export class Virtqueue<T extends {} = {}> {
     this.tokens = new Array<T | undefined>(num).fill(undefined);
     this.indirects = new Array<IndirectTable | undefined>(num).fill(undefined);
     this.numFree = num;
+    // A queue nobody is called back for wants no interrupts, as Linux sets NO_INTERRUPT for a NULL callback.
+    if (!this.callback) this.disableCb();
   }
 
   /** Descriptors not in use. */

@@ -24,15 +24,18 @@ export interface MachineParts {
   readonly mem: GuestMemory;
   readonly irq: InterruptController;
   readonly pciHost: PciHostBridge;
-  /** The DMA view the machine gives a new endpoint (identity now, the IOMMU's later). */
-  addressSpaceFor(name: string): AddressSpace;
+  /**
+   * The DMA view the machine gives a new device at `where`: guest-physical, or
+   * its endpoint behind the IOMMU, with the hook that switches the endpoint
+   * to guest-physical when the device's driver does not accept ACCESS_PLATFORM.
+   */
+  endpointFor(name: string, cfg: DeviceConfig, where: Placement): { space: AddressSpace; featuresFinal?: (features: bigint) => void };
 }
 
 export type Placement = { readonly kind: 'pci'; readonly slot: number } | { readonly kind: 'mmio'; readonly base: number; readonly size: number; readonly irq: number };
 
 export interface AttachedDevice {
   readonly name: string;
-  readonly config: DeviceConfig;
   readonly model: VirtioDeviceModel;
   readonly transport: VirtioPciTransport | VirtioMmioTransport;
   /** PCI BDF (0000:00:01.0) or virtio-mmio base address. */
@@ -66,18 +69,22 @@ export function createVirtioPci(model: VirtioDeviceModel, host: PciHostBridge, s
 /** Builds the device for `cfg` and places it as `where` says. The `index`th device is named e.g. virtio-blk.0. */
 export function attachVirtioDevice(m: MachineParts, cfg: DeviceConfig, index: number, where: Placement): AttachedDevice {
   const name = `${cfg.type}.${index}`;
-  const model = createVirtioDevice(cfg, { name, mem: m.mem, space: m.addressSpaceFor(name), events: m.events, trace: m.trace });
+  const model = createVirtioDevice(cfg, { name, mem: m.mem, events: m.events, trace: m.trace, ...m.endpointFor(name, cfg, where) });
+  return placeVirtioDevice(m, model, where, cfg.disableLegacy);
+}
+
+/** Puts a device model on its transport: a virtio-pci function in a slot, or a virtio-mmio window with its line. */
+export function placeVirtioDevice(m: MachineParts, model: VirtioDeviceModel, where: Placement, disableLegacy = true): AttachedDevice {
   let transport: VirtioPciTransport | VirtioMmioTransport;
   let location: string;
   if (where.kind === 'pci') {
-    ({ transport, bdf: location } = createVirtioPci(model, m.pciHost, where.slot, { irq: m.irq, disableLegacy: cfg.disableLegacy }));
+    ({ transport, bdf: location } = createVirtioPci(model, m.pciHost, where.slot, { irq: m.irq, disableLegacy }));
   } else {
     transport = createVirtioMmio(model, m.bus, where.base, m.irq, where.irq);
     location = virtioMmioName(where.base);
   }
   return {
-    name,
-    config: cfg,
+    name: model.name,
     model,
     transport,
     location,

@@ -30,6 +30,8 @@ export interface DeviceContext {
   readonly space: AddressSpace;
   readonly events: EventLoop;
   readonly trace: HostTrace;
+  /** Told the driver's features once they are final: the machine picks the endpoint's address space from ACCESS_PLATFORM, as QEMU does. */
+  readonly featuresFinal?: (features: bigint) => void;
 }
 
 /** Options common to every virtio device, named as in the scenario's DeviceConfig. */
@@ -99,6 +101,7 @@ export abstract class VirtioDeviceModel {
   private readonly statusHistory: { ts: number; status: string[] }[] = [];
   private readonly errors: { ts: number; reason: string; detail: string }[] = [];
   private readonly refused: { ts: number; reason: string }[] = [];
+  private readonly featuresFinal: ((features: bigint) => void) | undefined;
   private readonly interrupts = { used: 0, config: 0 };
 
   protected constructor(ctx: DeviceContext, spec: DeviceSpec, opts: VirtioDeviceOptions) {
@@ -107,6 +110,7 @@ export abstract class VirtioDeviceModel {
     this.space = ctx.space;
     this.events = ctx.events;
     this.trace = ctx.trace;
+    this.featuresFinal = ctx.featuresFinal;
     this.names = spec.featureNames ?? {};
     this.requireAccessPlatform = opts.iommuPlatform ?? false;
     this.offeredFeatures =
@@ -175,8 +179,8 @@ export abstract class VirtioDeviceModel {
     }
     // DEVICE_NEEDS_RESET is the device's to set and only reset clears it.
     value = (value & ~STATUS.DEVICE_NEEDS_RESET) | (old & STATUS.DEVICE_NEEDS_RESET);
-    // Legacy drivers skip FEATURES_OK, so the ring features are applied at DRIVER_OK too.
-    if ((value & ~old) & (STATUS.FEATURES_OK | STATUS.DRIVER_OK)) this.applyRingFeatures();
+    // Legacy drivers skip FEATURES_OK, so the features are applied at DRIVER_OK too.
+    if ((value & ~old) & (STATUS.FEATURES_OK | STATUS.DRIVER_OK)) this.applyFeatures();
     this.setStatusBits(value);
   }
 
@@ -246,7 +250,7 @@ export abstract class VirtioDeviceModel {
     this.signalConfig();
   }
 
-  private get live(): boolean {
+  protected get live(): boolean {
     return (this.status & STATUS.DRIVER_OK) !== 0 && !this.broken;
   }
 
@@ -288,7 +292,7 @@ export abstract class VirtioDeviceModel {
     });
   }
 
-  private signalUsed(queue: number): void {
+  protected signalUsed(queue: number): void {
     this.interrupts.used++;
     this.trace.emit('virtio_notify', { dev: this.name, vq: queue });
     this.transport?.signalUsed(queue);
@@ -311,11 +315,12 @@ export abstract class VirtioDeviceModel {
     return undefined;
   }
 
-  private applyRingFeatures(): void {
+  private applyFeatures(): void {
     for (const q of this.queues) {
       q.eventIdx = has(this.driverFeatures, F.EVENT_IDX);
       q.indirectDesc = has(this.driverFeatures, F.INDIRECT_DESC);
     }
+    this.featuresFinal?.(this.driverFeatures);
   }
 
   /** Writing 0: queues, features, pending work and errors all go back to their initial state. */

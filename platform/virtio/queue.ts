@@ -57,7 +57,7 @@ interface MutableSegment {
  * Calls visit(bufferOffset, pos, n) for each page-bounded run of [addr, addr + len)
  * as the space resolves it. False at the first unreachable run, or if the range wraps past 2^64.
  */
-function eachPage(space: AddressSpace, addr: Addr, len: number, access: number, visit?: (off: number, pos: number, n: number) => void): boolean {
+export function eachPage(space: AddressSpace, addr: Addr, len: number, access: number, visit?: (off: number, pos: number, n: number) => void): boolean {
   // Most buffers sit inside one page: one translation, no splitting.
   if (typeof addr === 'number' && addr % PAGE + len <= PAGE) {
     const off = space.resolve(addr, len, access);

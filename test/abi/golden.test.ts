@@ -1,5 +1,5 @@
 // Golden byte vectors for every wire structure in abi/. The expected bytes are
-// written by hand from the specifications (virtio 1.4 §2.7, §4.1, §4.2.2, §5.2;
+// written by hand from the specifications (virtio 1.4 §2.7, §4.1, §4.2.2, §5.2, §5.13;
 // PCI Local Bus 3.0 §6.1, §6.8.2), never produced by encode; each field gets a
 // distinct value so that a moved or resized field shows.
 import { readdirSync } from 'node:fs';
@@ -11,6 +11,19 @@ import type { Fields, WireStruct } from '../../abi/layout.ts';
 import { MSIX_BIR_MASK, MsixCap, MsixEntry, PCI_CFG, PciHeader, pciBarOffset } from '../../abi/pci.ts';
 import { VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader, splitRing } from '../../abi/ring.ts';
 import { VirtioBlkConfig, VirtioBlkReqHeader } from '../../abi/virtio-blk.ts';
+import {
+  VirtioIommuConfig,
+  VirtioIommuFault,
+  VirtioIommuProbeProperty,
+  VirtioIommuProbeResvMem,
+  VirtioIommuReqAttach,
+  VirtioIommuReqDetach,
+  VirtioIommuReqHead,
+  VirtioIommuReqMap,
+  VirtioIommuReqProbe,
+  VirtioIommuReqTail,
+  VirtioIommuReqUnmap,
+} from '../../abi/virtio-iommu.ts';
 import { MMIO, VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_MAGIC, VirtioMmioRegs } from '../../abi/virtio-mmio.ts';
 import { COMMON, VirtioPciCap, VirtioPciCommonCfg, VirtioPciNotifyCap } from '../../abi/virtio-pci.ts';
 
@@ -274,6 +287,66 @@ const VECTORS: readonly Golden[] = [
     ),
   ),
   golden(VirtioBlkReqHeader, { type: 0x00000001, reserved: 0, sector: 0x8877665544332211n }, hex('01000000', '00000000', '1122334455667788')),
+  // virtio-iommu (§5.13.4, §5.13.6): every request with its tail, the config, a probe property, a fault.
+  golden(
+    VirtioIommuConfig,
+    {
+      page_size_mask: 0x0807060504030201n,
+      input_start: 0x1817161514131211n,
+      input_end: 0x2827262524232221n,
+      domain_start: 0x3a3b3c3d,
+      domain_end: 0x4a4b4c4d,
+      probe_size: 0x00000200,
+      bypass: 0x01,
+    },
+    hex(
+      '0102030405060708', // 0  page_size_mask
+      '1112131415161718 2122232425262728', // 8  input_range start, end
+      '3d3c3b3a 4d4c4b4a', // 24 domain_range start, end
+      '00020000', // 32 probe_size
+      '01 000000', // 36 bypass, reserved
+    ),
+  ),
+  golden(VirtioIommuReqHead, { type: 0x05 }, hex('05 000000')),
+  golden(VirtioIommuReqTail, { status: 0x06 }, hex('06 000000')),
+  golden(
+    VirtioIommuReqAttach,
+    { type: 0x01, domain: 0x11223344, endpoint: 0x55667788, flags: 0x00000001, status: 0x04 },
+    hex('01 000000', '44332211', '88776655', '01000000', '00000000', '04 000000'), // head, domain, endpoint, flags, reserved, tail
+  ),
+  golden(
+    VirtioIommuReqDetach,
+    { type: 0x02, domain: 0x0a0b0c0d, endpoint: 0x00000008, status: 0x06 },
+    hex('02 000000', '0d0c0b0a', '08000000', '0000000000000000', '06 000000'), // head, domain, endpoint, reserved[8], tail
+  ),
+  // The last page of the 64-bit space: every bit of virt_end set.
+  golden(
+    VirtioIommuReqMap,
+    { type: 0x03, domain: 0x00000001, virt_start: 0xffff_ffff_ffff_f000n, virt_end: 0xffff_ffff_ffff_ffffn, phys_start: 0x0000_0000_000a_1000n, flags: 0x00000003, status: 0x00 },
+    hex('03 000000', '01000000', '00f0ffffffffffff', 'ffffffffffffffff', '00100a0000000000', '03000000', '00 000000'),
+  ),
+  // 2^53 and just above it: no rounding.
+  golden(
+    VirtioIommuReqUnmap,
+    { type: 0x04, domain: 0x00000002, virt_start: 0x0020_0000_0000_0000n, virt_end: 0x0020_0000_0000_0fffn, status: 0x05 },
+    hex('04 000000', '02000000', '0000000000002000', 'ff0f000000002000', '00000000', '05 000000'), // head, domain, virt_start, virt_end, reserved, tail
+  ),
+  golden(
+    VirtioIommuReqProbe,
+    { type: 0x05, endpoint: 0x00000100 },
+    hex('05 000000', '00010000', '00'.repeat(64)), // head, endpoint, reserved[64]; properties and tail are device-writable
+  ),
+  golden(VirtioIommuProbeProperty, { type: 0x0001, length: 0x0014 }, hex('0100', '1400')),
+  golden(
+    VirtioIommuProbeResvMem,
+    { type: 0x0001, length: 0x0014, subtype: 0x01, start: 0xfee0_0000n, end: 0xfeef_ffffn },
+    hex('0100', '1400', '01', '000000', '0000e0fe00000000', 'ffffeffe00000000'), // RESV_MEM, length 20, MSI, reserved, start, end
+  ),
+  golden(
+    VirtioIommuFault,
+    { reason: 0x02, flags: 0x00000103, endpoint: 0x00000008, address: 0x0000_0dea_dbee_f000n },
+    hex('02 000000', '03010000', '08000000', '00000000', '00f0eedbea0d0000'), // reason, reserved, flags, endpoint, reserved1, address
+  ),
 ];
 
 describe('golden byte vectors', () => {
@@ -337,6 +410,19 @@ describe('field offsets as the specifications table them', () => {
     expect(VirtioBlkReqHeader.span).toBe(16);
     expect({ ...VirtioBlkReqHeader.off }).toEqual({ type: 0, reserved: 4, sector: 8 });
     expect(VirtioBlkConfig.off).toMatchObject({ capacity: 0, blk_size: 20, num_queues: 34, write_zeroes_may_unmap: 56 });
+  });
+
+  it('virtio-iommu: config 40 bytes, requests 24/24/40/32 with their tails, PROBE 72 readable, RESV_MEM and fault 24', () => {
+    expect([VirtioIommuConfig, VirtioIommuReqAttach, VirtioIommuReqDetach, VirtioIommuReqMap, VirtioIommuReqUnmap, VirtioIommuReqProbe].map((s) => s.span)).toEqual([40, 24, 24, 40, 32, 72]);
+    expect([VirtioIommuProbeProperty.span, VirtioIommuProbeResvMem.span, VirtioIommuFault.span]).toEqual([4, 24, 24]);
+    expect({ ...VirtioIommuConfig.off }).toMatchObject({ page_size_mask: 0, input_start: 8, input_end: 16, domain_start: 24, domain_end: 28, probe_size: 32, bypass: 36 });
+    expect(VirtioIommuReqAttach.off).toMatchObject({ domain: 4, endpoint: 8, flags: 12, reserved: 16, status: 20 });
+    expect(VirtioIommuReqDetach.off).toMatchObject({ domain: 4, endpoint: 8, reserved: 12, status: 20 });
+    expect(VirtioIommuReqMap.off).toMatchObject({ domain: 4, virt_start: 8, virt_end: 16, phys_start: 24, flags: 32, status: 36 });
+    expect(VirtioIommuReqUnmap.off).toMatchObject({ domain: 4, virt_start: 8, virt_end: 16, reserved: 24, status: 28 });
+    expect(VirtioIommuReqProbe.off).toMatchObject({ endpoint: 4, reserved: 8 });
+    expect(VirtioIommuProbeResvMem.off).toMatchObject({ type: 0, length: 2, subtype: 4, start: 8, end: 16 });
+    expect(VirtioIommuFault.off).toMatchObject({ reason: 0, flags: 4, endpoint: 8, reserved1: 12, address: 16 });
   });
 
   it('split ring: 16-byte descriptors, avail 6 + 2N, used 6 + 8N, event fields at the ends', () => {

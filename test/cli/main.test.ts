@@ -51,7 +51,7 @@ describe('ivory run', () => {
     [['run', '--jsn'], 'ivory: --jsn: unknown option (see ivory help)'],
     [['run', 'a.yaml', 'b.yaml'], 'ivory: b.yaml: unexpected argument: run takes one scenario file'],
     [['run', '--trace'], 'ivory: --trace: needs a file name'],
-    [['frobnicate'], 'ivory: frobnicate: unknown command (commands: run, help)'],
+    [['frobnicate'], 'ivory: frobnicate: unknown command (commands: run, replay, help)'],
   ])('a bad argument %j gets one line and a non-zero exit', async (argv, line) => {
     const io = capture();
     expect(await main(argv, GUEST_SOURCE)).toBe(2);

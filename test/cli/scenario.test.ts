@@ -31,3 +31,33 @@ describe('scenario files', () => {
     expect(() => parseScenario(doc)).toThrow(message);
   });
 });
+
+describe('the iommu section', () => {
+  it('takes the preset aw-bits default and QEMU-style reserved regions', () => {
+    const s = parseScenario({ machine: { preset: 'q35' }, iommu: { reserved_regions: ['0xfee00000:0xfeefffff:1', { start: '0x100000000', end: '0x1ffffffff', type: 'reserved' }] } });
+    expect(s.machine.iommu).toMatchObject({ transport: 'pci', profile: 'spec', awBits: 39, features: {} });
+    expect(s.machine.iommu!.granule).toBeUndefined(); // from the profile
+    expect(s.machine.iommu!.reservedRegions).toEqual([
+      { start: 0xfee00000n, end: 0xfeefffffn, type: 'msi' },
+      { start: 0x100000000n, end: 0x1ffffffffn, type: 'reserved' },
+    ]);
+    expect(parseScenario({ machine: { preset: 'virt' }, iommu: {} }).machine.iommu!.awBits).toBe(48);
+  });
+
+  it('parses assigned endpoints', () => {
+    const s = parseScenario({ iommu: {}, devices: [{ type: 'virtio-blk', host_iommu: { aw_bits: 39, usable_ranges: [{ start: 0, end: '0x7fffffffff' }] } }] });
+    expect(s.machine.devices[0]!.hostIommu).toEqual({ awBits: 39, usableRanges: [{ start: 0n, end: 0x7f_ffff_ffffn }], exposeReserved: false });
+  });
+
+  it.each([
+    [{ iommu: { profile: 'xen' } }, 'iommu.profile: expected one of spec, qemu, cloud-hypervisor, crosvm, got "xen"'],
+    [{ iommu: { aw_bits: 70 } }, 'iommu.aw_bits: expected an integer from 32 to 64, got 70'],
+    [{ iommu: { reserved_regions: ['0xfee00000:0xfeefffff:2'] } }, 'iommu.reserved_regions[0]: expected "start:end:type"'],
+    [{ iommu: { reserved_regions: [{ start: '0x2000', end: '0x1000', type: 'msi' }] } }, 'iommu.reserved_regions[0].end: must not be below start'],
+    [{ iommu: { features: { teleport: true } } }, 'iommu.features.teleport: unknown field'],
+    [{ iommu: { domain_range: { start: 10, end: 5 } } }, 'iommu.domain_range.end: must not be below start'],
+    [{ devices: [{ type: 'virtio-blk', host_iommu: { aw_bits: 39, usable_ranges: [{ start: 'zero', end: 1 }] } }] }, 'devices[0].host_iommu.usable_ranges[0].start: expected a 64-bit value'],
+  ])('rejects %j with one line naming the field', (doc, message) => {
+    expect(() => parseScenario(doc)).toThrow(message);
+  });
+});

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DmaDirection, dmaMapSingle } from '../../dma/api.ts';
 import { parseSwiotlbOption } from '../../dma/index.ts';
-import type { DmaOps } from '../../dma/ops.ts';
 import { GiB4, MiB, testKernel } from './kernel.ts';
 
 describe('swiotlb= on the command line', () => {
@@ -61,24 +60,11 @@ describe('when there is a pool', () => {
   });
 });
 
-describe('backend choice and the IOMMU seam', () => {
-  const fakeIommuDma = { name: 'iommu-dma' } as DmaOps;
-
-  it('uses the ops the IOMMU layer picks, and dma-direct where it picks none', () => {
+describe('backend choice and stats', () => {
+  it('keeps a device no IOMMU translates for on dma-direct, with no IOMMU figures', () => {
     const k = testKernel();
-    k.dma.registerIommu({ dmaOps: (dev) => (dev.name.startsWith('behind') ? fakeIommuDma : undefined) });
-    expect(k.device('behind-0').dma.ops).toBe(fakeIommuDma);
-    expect(k.device('outside').dma.ops!.name).toBe('direct');
-  });
-
-  it('moves devices seen before the IOMMU came up, unless a driver already holds them', () => {
-    const k = testKernel();
-    const waiting = k.device('behind-0');
-    const bound = k.device('behind-1');
-    bound.driver = { name: 'drv', match: () => true, probe: () => true, remove: () => {} };
-    k.dma.registerIommu({ dmaOps: () => fakeIommuDma });
-    expect(waiting.dma.ops).toBe(fakeIommuDma);
-    expect(bound.dma.ops!.name).toBe('direct');
+    expect(k.device().dma.ops!.name).toBe('direct');
+    expect(k.dma.stats().iommu).toEqual({ defaultDomainType: 'dma', strict: false, iommus: [], devices: [], domains: [] });
   });
 
   it('reports per-device counters and the pool', () => {
@@ -89,6 +75,7 @@ describe('backend choice and the IOMMU seam', () => {
     expect(k.dma.stats()).toEqual({
       swiotlb: { start: k.dma.swiotlb!.start, nslabs: 4096, used: 2, hiwater: 2, bounces: 1, bytesBounced: 4096 },
       devices: [{ device: '0000:00:04.0', backend: 'direct', maps: 2, unmaps: 0, bytesMapped: 8192, mappingErrors: 0, bounces: 1 }],
+      iommu: { defaultDomainType: 'dma', strict: false, iommus: [], devices: [], domains: [] },
     });
   });
 });

@@ -11,12 +11,13 @@ describe('the default machine', () => {
     const { report, machine } = await runScenario(loadScenario(`${ROOT}/scenarios/default.yaml`), GUEST_SOURCE);
     expect(report.exitStatus).toBe(0);
     expect(report.guest.errors).toEqual([]);
-    const [blk, rng] = report.guest.virtio;
-    expect(blk).toMatchObject({ deviceType: 'virtio-blk', transport: 'virtio-pci', driver: 'virtio_blk', usesDmaApi: false });
-    expect(rng).toMatchObject({ deviceType: 'virtio-rng', transport: 'virtio-mmio', driver: 'virtio_rng' });
-    for (const v of [blk!, rng!]) {
+    const [iommu, blk, rng] = report.guest.virtio;
+    expect(iommu).toMatchObject({ deviceType: 'virtio-iommu', transport: 'virtio-pci', driver: 'virtio_iommu' });
+    expect(blk).toMatchObject({ deviceType: 'virtio-blk', transport: 'virtio-pci', driver: 'virtio_blk', usesDmaApi: true });
+    expect(rng).toMatchObject({ deviceType: 'virtio-rng', transport: 'virtio-mmio', driver: 'virtio_rng', usesDmaApi: true });
+    for (const v of [iommu!, blk!, rng!]) {
       expect(v.acceptedNames).toContain('VERSION_1');
-      expect(v.status.at(-1)).toMatchObject({ op: 'write', names: ['ACKNOWLEDGE', 'DRIVER', 'DRIVER_OK', 'FEATURES_OK'] });
+      expect(v.status.filter((s) => s.op === 'write').at(-1)!.names).toEqual(['ACKNOWLEDGE', 'DRIVER', 'DRIVER_OK', 'FEATURES_OK']);
     }
     const disk = report.guest.workload!.disk!;
     expect(disk).toMatchObject({ bytes: 2 ** 20, verified: true, mismatchedBytes: 0, failedRequests: 0 });
@@ -35,6 +36,10 @@ describe('the default machine', () => {
     // Every byte moved went through the device's DMA: data plus headers and status bytes.
     expect(report.host.devices[0]!.dma.readBytes).toBeGreaterThanOrEqual(2 ** 20);
     expect(report.host.devices[0]!.dma.writtenBytes).toBeGreaterThanOrEqual(2 ** 20);
+    // ... and every one of them was translated by the IOMMU.
+    const ep = report.host.iommu!.endpoints.find((e) => e.name === 'virtio-blk.0')!;
+    expect(ep).toMatchObject({ translated: true, direct: 0, faults: { UNKNOWN: 0, DOMAIN: 0, MAPPING: 0 } });
+    expect(ep.translations).toBeGreaterThan(0);
   });
 
   it('is deterministic: the same scenario and seed give the same report and trace', async () => {
@@ -102,5 +107,22 @@ describe('a 32-bit bus with RAM above 4 GiB (scenarios/dma-bits-32.yaml)', () =>
     expect(host.errors[0]!.reason).toBe('UNREACHABLE_RING');
     expect(host.dma).toEqual({ readBytes: 0, writtenBytes: 0 });
     expect(report.guest.virtio[0]!.status.at(-1)!.names).toContain('DEVICE_NEEDS_RESET');
+  });
+});
+
+describe('the arm virt preset with 4 CPUs', () => {
+  it('boots from RAM at 1 GiB, signals MSI through the ITS doorbell, and runs queue interrupts on the CPU their vector targets', async () => {
+    const { report, trace } = await run({
+      machine: { preset: 'virt', ram: '512M', cpus: 4 },
+      devices: [{ type: 'virtio-blk' }, { type: 'virtio-rng', transport: 'mmio' }],
+      workload: { seed: 3, disk: { bytes: '256K', request_bytes: '16K', queue_depth: 8 } },
+    });
+    expect(report.exitStatus).toBe(0);
+    expect(report.machine.ram[0]!.gpa).toBe(2 ** 30);
+    expect(report.guest.workload!.disk!.verified).toBe(true);
+    // MSI-X entry 0 (config) goes to CPU 0, entry 1 (the request queue) to CPU 1.
+    const handled = trace.filter((e) => e.side === 'guest' && e.name === 'irq_handler_entry' && e.args?.['name'] === 'virtio0-1');
+    expect(handled.length).toBeGreaterThan(0);
+    expect(new Set(handled.map((e) => e.cpu))).toEqual(new Set([1]));
   });
 });

@@ -22,9 +22,9 @@ function machine(): MachineParts & { names: string[] } {
     irq: h.irq,
     pciHost,
     names,
-    addressSpaceFor: (name) => {
+    endpointFor: (name) => {
       names.push(name);
-      return h.space;
+      return { space: h.space };
     },
   };
 }

@@ -51,7 +51,9 @@ export class FakeMachine {
     };
     this.k = createKernel(boot, { version: 1, machine: 'test', cpus: 1, msi: { doorbell: { base: MSI_DOORBELL, size: 0x10_0000 }, destShift: MSI_DEST_SHIFT }, pci: [], virtioMmio: [] });
     this.iommu = new TestIommu(this.k.pages);
-    this.k.dmaConfigure = (dev: Device) => (dev.dma.ops = this.iommu);
+    this.k.dmaConfigure = (dev: Device) => {
+      dev.dma.ops = this.iommu;
+    };
   }
 
   map(w: MmioWindow): void {

@@ -31,7 +31,6 @@ export function bootMmio(opts: ModelOptions, before?: (model: VirtioModel, front
   before?.(model, front);
   const stack = registerVirtioDrivers(m.k);
   const pdev = new PlatformDevice('a000000.virtio_mmio', m.k.platform, 'virtio-mmio', MMIO_BASE, front.size, MMIO_IRQ);
-  m.k.dmaConfigure(pdev);
   m.k.platform.addDevice(pdev);
   return { m, model, stack, pdev, front, vdev: () => pdev.drvdata as VirtioDevice | undefined, remove: () => m.k.platform.removeDevice(pdev) };
 }
@@ -43,7 +42,6 @@ export function bootPci(opts: ModelOptions, pci: PciOptions, before?: (model: Vi
   before?.(model);
   const stack = registerVirtioDrivers(m.k);
   const [pdev] = enumeratePci(m.k, { segment: 0, ecam: { base: ECAM_BASE, size: 0x10_0000 }, busStart: 0, busEnd: 0, mmio32: { base: 0xe000_0000, size: 0x1000_0000 } });
-  m.k.dmaConfigure(pdev!);
   m.k.pci.addDevice(pdev!);
   return { m, model, stack, pdev: pdev!, vdev: () => pdev!.drvdata as VirtioDevice | undefined, remove: () => m.k.pci.removeDevice(pdev!) };
 }

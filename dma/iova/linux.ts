@@ -1,0 +1,269 @@
+// Linux's IOVA allocator (drivers/iommu/iova.c, mainline): a red-black tree of
+// allocated and reserved ranges searched top-down from the limit, next-fit
+// from cached nodes, with the 32-bit fast-fail, the retry pass above the hint,
+// and per-CPU magazines over a depot (the rcache) in front of it.
+import { PerCpu } from '../../kernel/smp.ts';
+import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams, type IovaStats } from '../iova.ts';
+import { IovaRbTree, type IovaNode } from './rbtree.ts';
+
+/** IOVA_ANCHOR: a node above every pfn, so a cached node always has somewhere to start from. */
+const IOVA_ANCHOR = IOVA_MAX_PFN + 1;
+/** Size classes 1, 2, 4 ... 32 pfns are cached; larger ranges always use the tree. */
+export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
+export const IOVA_MAG_SIZE = 127;
+/** How often the depot gives a magazine back to the tree while it holds more than one per CPU. */
+export const IOVA_DEPOT_DELAY_NS = 100e6;
+
+/** order_base_2 for a pfn count, or the first uncached class for anything above the cache range. */
+function rcacheClass(size: number): number {
+  return size > 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1) ? IOVA_RANGE_CACHE_MAX_SIZE : 32 - Math.clz32(size - 1);
+}
+
+class IovaMagazine {
+  size = 0;
+  readonly pfns = new Float64Array(IOVA_MAG_SIZE);
+
+  /** The topmost pfn at or below `limitPfn`, swap-removed; -1 when none fits ("try harder" pop). */
+  pop(limitPfn: number): number {
+    for (let i = this.size - 1; i >= 0; i--) {
+      const pfn = this.pfns[i]!;
+      if (pfn <= limitPfn) {
+        this.pfns[i] = this.pfns[--this.size]!;
+        return pfn;
+      }
+    }
+    return -1;
+  }
+}
+
+interface CpuRcache {
+  loaded: IovaMagazine;
+  prev: IovaMagazine;
+}
+
+/** One size class: per-CPU loaded/prev magazines and a depot of full ones. */
+class IovaRcache {
+  readonly cpuRcaches: PerCpu<CpuRcache>;
+  readonly depot: IovaMagazine[] = [];
+  workPending = false;
+
+  constructor(params: IovaDomainParams) {
+    this.cpuRcaches = new PerCpu(params.cpus, () => ({ loaded: new IovaMagazine(), prev: new IovaMagazine() }));
+  }
+}
+
+export class LinuxIovaDomain implements IovaDomain {
+  readonly startPfn: number;
+  /** dma_32bit_pfn: the first pfn at or above 4 GiB. */
+  readonly dma32bitPfn: number;
+  private readonly tree = new IovaRbTree();
+  private cachedNode: IovaNode;
+  private cached32Node: IovaNode;
+  /** The size of the last failed allocation: smaller ones may still fit below 4 GiB, larger ones fail at once. */
+  private max32AllocSize: number;
+  private readonly rcaches: IovaRcache[];
+  /** Emptied magazines, reused before new ones are made. */
+  private readonly spareMags: IovaMagazine[] = [];
+  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+
+  constructor(private readonly params: IovaDomainParams) {
+    this.startPfn = params.startPfn;
+    this.dma32bitPfn = 2 ** (32 - params.granuleShift);
+    const anchor = this.tree.newNode(IOVA_ANCHOR, IOVA_ANCHOR);
+    this.tree.insert(anchor);
+    this.cachedNode = this.cached32Node = anchor;
+    this.max32AllocSize = this.dma32bitPfn;
+    this.rcaches = Array.from({ length: IOVA_RANGE_CACHE_MAX_SIZE }, () => new IovaRcache(params));
+  }
+
+  alloc(size: number, limitPfn: number, sizeAligned: boolean): number {
+    const node = this.allocAndInsert(size, limitPfn, sizeAligned);
+    return node ? node.pfnLo : -1;
+  }
+
+  /** Linux finds the range by its pfn alone. */
+  free(pfn: number, _size?: number): void {
+    const node = this.tree.find(pfn);
+    if (node) this.remove(node);
+  }
+
+  /** reserve_iova: merges into the ranges it overlaps and inserts what is left above them. */
+  reserve(pfnLo: number, pfnHi: number): boolean {
+    if (pfnLo > pfnHi || pfnLo < 0 || pfnHi > IOVA_MAX_PFN) return false;
+    let overlap = false;
+    for (let n = this.tree.first(); n; n = this.tree.next(n)) {
+      if (n.pfnLo <= pfnHi && pfnLo <= n.pfnHi) {
+        if (pfnLo < n.pfnLo) n.pfnLo = pfnLo;
+        if (pfnHi <= n.pfnHi) return true;
+        pfnLo = n.pfnHi + 1;
+        overlap = true;
+      } else if (overlap) {
+        break;
+      }
+    }
+    this.tree.insert(this.tree.newNode(pfnLo, pfnHi));
+    return true;
+  }
+
+  allocFast(size: number, limitPfn: number, flushRcache: boolean): number {
+    // Cached classes hold one size each: a range freed into one must have been allocated at that size.
+    if (size < 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)) size = 1 << (32 - Math.clz32(size - 1));
+    const cached = this.rcacheGet(size, limitPfn);
+    if (cached >= 0) {
+      this.counters.rcacheHits++;
+      this.counters.allocs++;
+      return cached;
+    }
+    this.counters.rcacheMisses++;
+    let node = this.allocAndInsert(size, limitPfn, true);
+    if (!node && flushRcache) {
+      for (let cpu = 0; cpu < this.params.cpus.count; cpu++) this.freeCpuCachedIovas(cpu);
+      this.freeGlobalCachedIovas();
+      node = this.allocAndInsert(size, limitPfn, true);
+    }
+    if (!node) {
+      this.counters.failures++;
+      return -1;
+    }
+    this.counters.allocs++;
+    return node.pfnLo;
+  }
+
+  freeFast(pfn: number, size: number): void {
+    if (!this.rcacheInsert(pfn, size)) this.free(pfn);
+  }
+
+  stats(): IovaStats {
+    return { ...this.counters, ranges: this.tree.size - 1 };
+  }
+
+  /** For tests: the tree's invariants hold. */
+  validate(): void {
+    this.tree.validate();
+  }
+
+  /**
+   * __alloc_and_insert_iova_range: walks the gaps below the cached node
+   * downwards and takes the first that fits; if none does, walks once more
+   * over the gaps between the hint and the limit.
+   */
+  private allocAndInsert(size: number, limitPfn: number, sizeAligned: boolean): IovaNode | undefined {
+    const align = sizeAligned ? roundupPow2(size) : 1;
+    let highPfn = limitPfn + 1; // exclusive from here on, as iova.c
+    const limitEnd = highPfn;
+    let lowPfn = this.startPfn;
+    const below4G = highPfn <= this.dma32bitPfn;
+    if (below4G && size >= this.max32AllocSize) return undefined;
+
+    let curr: IovaNode | null = below4G ? this.cached32Node : this.cachedNode;
+    const retryPfn = curr.pfnHi;
+    for (let firstPass = true; ; firstPass = false) {
+      let prev: IovaNode;
+      let newPfn: number;
+      do {
+        highPfn = Math.min(highPfn, curr.pfnLo);
+        newPfn = alignDown(highPfn - size, align);
+        prev = curr;
+        curr = this.tree.prev(curr);
+      } while (curr && newPfn <= curr.pfnHi && newPfn >= lowPfn);
+
+      if (highPfn >= size && newPfn >= lowPfn) {
+        const node = this.tree.newNode(newPfn, newPfn + size - 1);
+        this.tree.insertBefore(node, prev);
+        if (node.pfnHi < this.dma32bitPfn) this.cached32Node = node;
+        else this.cachedNode = node;
+        return node;
+      }
+      if (!firstPass || retryPfn >= limitEnd) break;
+      // Space freed above the hint is only found by looking there again.
+      highPfn = limitEnd;
+      lowPfn = retryPfn + 1;
+      curr = this.tree.ceilByEnd(limitEnd)!; // the anchor at worst
+    }
+    this.max32AllocSize = size;
+    return undefined;
+  }
+
+  /** remove_iova: moves the hints up past a freed range at or above them, so the hole is found next. */
+  private remove(node: IovaNode): void {
+    const c32 = this.cached32Node;
+    if (node === c32 || (node.pfnHi < this.dma32bitPfn && node.pfnLo >= c32.pfnLo)) this.cached32Node = this.tree.next(node)!;
+    if (node.pfnLo < this.dma32bitPfn) this.max32AllocSize = this.dma32bitPfn;
+    if (node.pfnLo >= this.cachedNode.pfnLo) this.cachedNode = this.tree.next(node)!;
+    this.tree.erase(node);
+  }
+
+  private rcacheGet(size: number, limitPfn: number): number {
+    const cls = rcacheClass(size);
+    if (cls >= IOVA_RANGE_CACHE_MAX_SIZE) return -1;
+    const rcache = this.rcaches[cls]!;
+    const cpu = rcache.cpuRcaches.this_cpu;
+    if (cpu.loaded.size === 0) {
+      if (cpu.prev.size > 0) {
+        [cpu.loaded, cpu.prev] = [cpu.prev, cpu.loaded];
+      } else if (rcache.depot.length > 0) {
+        this.spareMags.push(cpu.loaded);
+        cpu.loaded = rcache.depot.pop()!;
+      } else {
+        return -1;
+      }
+    }
+    return cpu.loaded.pop(limitPfn + 1 - size);
+  }
+
+  private rcacheInsert(pfn: number, size: number): boolean {
+    const cls = rcacheClass(size);
+    if (cls >= IOVA_RANGE_CACHE_MAX_SIZE) return false;
+    const rcache = this.rcaches[cls]!;
+    const cpu = rcache.cpuRcaches.this_cpu;
+    if (cpu.loaded.size === IOVA_MAG_SIZE) {
+      if (cpu.prev.size < IOVA_MAG_SIZE) {
+        [cpu.loaded, cpu.prev] = [cpu.prev, cpu.loaded];
+      } else {
+        rcache.depot.push(cpu.loaded);
+        cpu.loaded = this.spareMags.pop() ?? new IovaMagazine();
+        this.scheduleDepotWork(rcache);
+      }
+    }
+    cpu.loaded.pfns[cpu.loaded.size++] = pfn;
+    return true;
+  }
+
+  /** iova_depot_work_func: trims the depot towards one magazine per CPU, one every IOVA_DEPOT_DELAY. */
+  private scheduleDepotWork(rcache: IovaRcache): void {
+    if (rcache.workPending) return;
+    rcache.workPending = true;
+    this.params.timers.add(IOVA_DEPOT_DELAY_NS, () => {
+      rcache.workPending = false;
+      if (rcache.depot.length <= this.params.cpus.count) return;
+      this.freeMagazinePfns(rcache.depot.pop()!);
+      this.scheduleDepotWork(rcache);
+    });
+  }
+
+  private freeCpuCachedIovas(cpu: number): void {
+    for (const rcache of this.rcaches) {
+      const c = rcache.cpuRcaches.on(cpu);
+      this.emptyMagazine(c.loaded);
+      this.emptyMagazine(c.prev);
+    }
+  }
+
+  private freeGlobalCachedIovas(): void {
+    for (const rcache of this.rcaches) {
+      while (rcache.depot.length > 0) this.freeMagazinePfns(rcache.depot.pop()!);
+    }
+  }
+
+  private freeMagazinePfns(mag: IovaMagazine): void {
+    this.emptyMagazine(mag);
+    this.spareMags.push(mag);
+  }
+
+  private emptyMagazine(mag: IovaMagazine): void {
+    for (let i = 0; i < mag.size; i++) this.free(mag.pfns[i]!);
+    mag.size = 0;
+  }
+}
+
+const alignDown = (pfn: number, align: number): number => (align === 1 ? pfn : Math.floor(pfn / align) * align);
