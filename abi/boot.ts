@@ -30,6 +30,12 @@ export interface BootProtocol {
     armTimer(cpu: number, deadlineNs: number): void;
     /** Waits for an interrupt (hlt). Returns false if nothing is left that could ever raise one. */
     halt(): boolean;
+    /**
+     * One turn of a busy-wait (cpu_relax): lets the rest of the machine make one
+     * step of progress, interrupt or not. For drivers that poll, as Linux's
+     * virtio-iommu polls its request queue. False if nothing is pending.
+     */
+    relax(): boolean;
   };
   /** The serial console. */
   readonly console: { write(line: string): void };

@@ -53,7 +53,7 @@ function buildRing(c: RingCase): { vq: Virtqueue<number>; bufs: number[] } {
     memory: { buffer: mem.buffer, regions: mem.regions },
     mmio: { read: () => 0xffff_ffff, write: () => {} },
     interrupts: { connect: () => {} },
-    clock: { now: () => 0, armTimer: () => {}, halt: () => false },
+    clock: { now: () => 0, armTimer: () => {}, halt: () => false, relax: () => false },
     console: { write: () => {} },
     cmdline: 'trace=0',
     firmware: { addr: 0, size: 0 },

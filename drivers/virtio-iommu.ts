@@ -661,13 +661,14 @@ export class VirtioIommu implements IommuDriver {
    * Polls the used ring until every request is back, as Linux busy-polls
    * with interrupts off: a sync may run in an interrupt handler (a strict
    * unmap when a completion unmaps its buffers), where no one may sleep.
-   * The device runs while the CPU halts.
+   * Each turn of the loop lets the machine step (cpu_relax), interrupt or
+   * not: the request queue raises none.
    */
   private pollUsed(): void {
     for (let alive = true; ; ) {
       for (let b = this.reqVq.getBuf(); b; b = this.reqVq.getBuf()) this.complete(b.token, b.len);
       if (this.unanswered === 0 || this.reqVq.broken || !alive) return;
-      alive = this.k.boot.clock.halt();
+      alive = this.k.boot.clock.relax();
     }
   }
 

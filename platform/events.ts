@@ -25,14 +25,18 @@ export class EventLoop {
     this.push({ at: this.nowNs + Math.max(0, delayNs), seq: this.seq++, run });
   }
 
+  /** Runs the next event, if there is one. */
+  runOne(): boolean {
+    const e = this.pop();
+    if (!e) return false;
+    this.nowNs = e.at;
+    e.run();
+    return true;
+  }
+
   /** Runs events in time order until `stop()` is true after one, or none are left. Returns stop(). */
   runUntil(stop: () => boolean): boolean {
-    while (!stop()) {
-      const e = this.pop();
-      if (!e) return false;
-      this.nowNs = e.at;
-      e.run();
-    }
+    while (!stop()) if (!this.runOne()) return false;
     return true;
   }
 

@@ -169,6 +169,7 @@ export class Machine {
           irq.raised = false;
           return events.runUntil(() => irq.raised);
         },
+        relax: () => events.runOne(),
       },
       console: { write: (line) => void this.console.push(line) },
       cmdline,

@@ -29,6 +29,8 @@ export interface FakeIommuOptions {
   /** Whether domainAlloc('identity') succeeds. */
   readonly identity?: boolean;
   readonly probeOk?: boolean;
+  /** Map calls for which this says true fail with EIO. */
+  readonly failMap?: (iova: Addr) => boolean;
 }
 
 interface Pte {
@@ -105,6 +107,7 @@ export class FakeIommu implements IommuDriver {
 
   map(_domain: IommuDomain, iova: Addr, paddr: Addr, size: number, prot: number): IommuErrno | undefined {
     this.calls.push({ op: 'map', iova, paddr, size, prot });
+    if (this.opts.failMap?.(iova)) return 'EIO';
     const first = toBig(iova) >> this.shift;
     const pages = BigInt(size) >> this.shift;
     for (let i = 0n; i < pages; i++) {

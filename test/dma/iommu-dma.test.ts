@@ -284,6 +284,28 @@ describe('mappings', () => {
     expect(iommu.calls.at(-1)).toEqual({ op: 'unmap', iova: 0xffff_c000, size: 0x4000 });
   });
 
+  it('undo a scatterlist whose mapping fails half way, and free its IOVA range', () => {
+    const { platform, iommu } = setup({ fake: { failMap: (iova) => iova === 0xffff_f000 } });
+    const dev = platform(32);
+    const sg: ScatterEntry[] = [
+      { phys: 0x20_0000, length: 0x1000 },
+      { phys: 0x30_0000, length: 0x1000 },
+    ];
+    expect(dmaMapSg(dev, sg, TO_DEVICE)).toBe(0);
+    expect(sg.every((e) => e.dmaAddress === undefined)).toBe(true);
+    expect(iommu.calls.slice(-2)).toEqual([{ op: 'unmap', iova: 0xffff_e000, size: 0x1000 }, { op: 'sync' }]);
+    expect(dmaMapSingle(dev, BUF, 2 * PAGE, TO_DEVICE)).toBe(0xffff_e000);
+  });
+
+  it('keep an IOVA range out of use when the IOMMU did not unmap it', () => {
+    const { k, platform, iommu, domain } = setup({ cmdline: 'iommu.strict=1' });
+    const dev = platform(32);
+    dmaUnmapSingle(dev, 0x1234_5000, PAGE, TO_DEVICE);
+    expect(k.dmesg()).toContain('iommu-dma: domain 1: unmap of 0x12345000+4096 removed 0 bytes; IOVA range kept out of use');
+    expect(iommu.count('sync')).toBe(1);
+    expect(domain()).toMatchObject({ unmaps: 0, iova: { ranges: 0 } });
+  });
+
   it('allocate coherent buffers as zeroed pages mapped READ|WRITE under the coherent mask', () => {
     const { k, platform, iommu } = setup();
     const dev = platform(64);

@@ -43,7 +43,7 @@ export class FakeMachine {
         write: (addr, size, value) => this.window(addr)?.write(addr - this.window(addr)!.base, size, value),
       },
       interrupts: { connect: (deliver) => (this.deliver = deliver) },
-      clock: { now: () => this.clockNs, armTimer: (_cpu, t) => (this.deadline = t), halt: () => this.halt() },
+      clock: { now: () => this.clockNs, armTimer: (_cpu, t) => (this.deadline = t), halt: () => this.halt(), relax: () => this.halt() },
       console: { write: () => {} },
       cmdline: '',
       firmware: { addr: 0, size: 0 },
