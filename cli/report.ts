@@ -91,6 +91,21 @@ function iommuLines(r: RunReport): string[] {
       for (const f of e.host.failures) lines.push(`      ${f.message}`);
     }
   }
+  const g = r.guest.dma.iommu;
+  if (g) {
+    lines.push(`  guest     default domains ${g.defaultDomainType}, invalidation ${g.strict ? 'strict (iommu.strict=1)' : 'lazy (iommu.strict=0)'}`);
+    for (const d of g.domains) {
+      const fq = d.flushQueue ? `flush queue ${d.flushQueue.queues} x ${d.flushQueue.size} entries, ${d.flushQueue.timeoutNs / 1e6} ms timer, ${d.flushes} flushes` : `${d.iotlbSyncs} synchronous invalidations`;
+      const e = d.exposure;
+      lines.push(`    domain ${d.domain}: ${d.maps} maps, ${d.unmaps} unmaps, IOVA ${d.lowestIova ?? '-'}..${d.highestIova ?? '-'}, rcache ${d.iova.rcacheHits} hits / ${d.iova.rcacheMisses} misses; ${fq}`);
+      if (d.invalidation === 'lazy') {
+        lines.push(`      exposure: ${e.rangesExposed} unmapped ranges stayed reachable until a flush, for up to ${(e.maxWindowNs / 1e3).toFixed(1)} µs (mean ${(e.meanWindowNs / 1e3).toFixed(1)} µs); at most ${e.maxStale} at once; ${e.staleNow} still reachable at power-off`);
+      }
+    }
+  }
+  for (const v of r.guest.viommus) {
+    lines.push(`  driver    ${v.device}: requests ${Object.entries(v.requests).map(([type, st]) => `${type} ${counts(st)}`).join('; ') || 'none'}; faults ${counts(v.faults.byReason)}`);
+  }
   return lines;
 }
 

@@ -17,7 +17,8 @@
 import type { Device } from '../kernel/device.ts';
 import { dmaState, type DmaStats } from './dev-state.ts';
 import { DmaDirect } from './direct.ts';
-import { iommuCoreInit, type IommuKernel, type IommuStats } from './iommu.ts';
+import type { IommuStats } from '../abi/report.ts';
+import { iommuCoreInit, type IommuKernel } from './iommu.ts';
 import { IO_TLB_DEFAULT_SIZE, IO_TLB_SHIFT, Swiotlb, type SwiotlbStats } from './swiotlb.ts';
 
 export type DmaKernel = IommuKernel;

@@ -2,6 +2,7 @@
 // drivers/iommu/dma-iommu.c): each domain's cookie owns an IOVA domain; a
 // mapping takes IOVA pages and maps them through the IOMMU driver; an unmap is
 // invalidated at once (strict) or through the flush queue (lazy, dma/iova-fq.ts).
+import type { IommuDmaDomainStats } from '../abi/report.ts';
 import { DMA_MAPPING_ERROR, addAddr, hexAddr, type Addr } from '../abi/addr.ts';
 import type { Device } from '../kernel/device.ts';
 import type { Kernel } from '../kernel/kernel.ts';
@@ -10,8 +11,8 @@ import { PciDevice } from '../kernel/pci.ts';
 import { devNotice } from './dev-state.ts';
 import { SIZE_MAX, dmaLimit } from './direct.ts';
 import { IOMMU_PROT, type IommuDomain, type IommuDriver, type ResvRegion } from './iommu-ops.ts';
-import { FlushQueue, NO_EXPOSURE, type ExposureStats, type FlushQueueConfig, type FqKernel } from './iova-fq.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams, type IovaStats } from './iova.ts';
+import { FlushQueue, NO_EXPOSURE, type FqKernel } from './iova-fq.ts';
+import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from './iova.ts';
 import { LinuxIovaDomain } from './iova/linux.ts';
 import type { CoherentBuffer, DmaDirection, DmaOps, ScatterEntry } from './ops.ts';
 
@@ -22,23 +23,6 @@ const IOVA_STRATEGIES: Readonly<Record<string, (p: IovaDomainParams) => IovaDoma
   linux: (p) => new LinuxIovaDomain(p),
 };
 
-export interface IommuDmaDomainStats {
-  readonly domain: string;
-  readonly granule: number;
-  readonly invalidation: 'strict' | 'lazy';
-  readonly flushQueue: FlushQueueConfig | null;
-  /** IOVA ranges mapped and unmapped (a scatterlist is one range). */
-  readonly maps: number;
-  readonly unmaps: number;
-  /** Strict invalidations (one per unmap) and flush-queue flushes of the whole IOTLB. */
-  readonly iotlbSyncs: number;
-  readonly flushes: number;
-  readonly iova: IovaStats;
-  readonly lowestIova: string | null;
-  /** The last byte of the highest range handed out. */
-  readonly highestIova: string | null;
-  readonly exposure: ExposureStats;
-}
 
 /** dma_info_to_prot, without the attributes this DMA API has no use for. */
 const DIR_PROT = [IOMMU_PROT.READ | IOMMU_PROT.WRITE, IOMMU_PROT.READ, IOMMU_PROT.WRITE, 0];

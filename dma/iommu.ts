@@ -2,12 +2,13 @@
 // register; a device that VIOT places behind one is probed, put in a group of
 // its own and attached to the group's default domain (translated, or identity
 // with iommu.passthrough=1); its DMA then goes through iommu-dma or dma-direct.
+import type { IommuStats } from '../abi/report.ts';
 import { hexAddr } from '../abi/addr.ts';
 import type { FwViot } from '../abi/firmware.ts';
 import type { Device } from '../kernel/device.ts';
 import type { Kernel } from '../kernel/kernel.ts';
 import { viotFwspec, type IommuFwspec } from '../kernel/viot.ts';
-import { IommuDmaCookie, IommuDmaOps, type IommuDmaDomainStats, type IommuDmaKernel } from './iommu-dma.ts';
+import { IommuDmaCookie, IommuDmaOps, type IommuDmaKernel } from './iommu-dma.ts';
 import type { IommuDomain, IommuDriver, ResvRegion } from './iommu-ops.ts';
 import type { DmaOps } from './ops.ts';
 
@@ -30,24 +31,7 @@ interface DevIommu {
   readonly ops: DmaOps;
 }
 
-export interface IommuDeviceStats {
-  readonly device: string;
-  readonly iommu: string;
-  readonly endpoints: readonly number[];
-  readonly group: number;
-  readonly domain: string;
-  readonly domainType: string;
-  readonly resvRegions: readonly { readonly start: string; readonly end: string; readonly type: string }[];
-}
 
-export interface IommuStats {
-  readonly defaultDomainType: 'dma' | 'identity';
-  readonly strict: boolean;
-  readonly iommus: readonly string[];
-  readonly devices: readonly IommuDeviceStats[];
-  /** Translated domains only: identity domains have no IOVA space. */
-  readonly domains: readonly IommuDmaDomainStats[];
-}
 
 export class IommuCore {
   /** iommu.passthrough=1: identity default domains (iommu_def_domain_type). */

@@ -2,6 +2,7 @@
 // queue_iova, fq_flush_timeout): an unmapped IOVA range waits for one flush of
 // the whole IOTLB before it is freed for reuse. Meanwhile the device can still
 // reach it; that exposure window is measured here.
+import type { ExposureStats, FlushQueueConfig } from '../abi/report.ts';
 import type { Kernel } from '../kernel/kernel.ts';
 import type { Timers } from '../kernel/timer.ts';
 import type { IommuDomain, IommuDriver } from './iommu-ops.ts';
@@ -16,17 +17,6 @@ export const IOVA_SINGLE_FQ_TIMEOUT_NS = 1000e6;
 
 export type FqKernel = Pick<Kernel, 'cpus' | 'trace' | 'now'> & { readonly timers: Pick<Timers, 'add'> };
 
-export interface ExposureStats {
-  /** Unmapped IOVA ranges that stayed reachable until a flush. */
-  readonly rangesExposed: number;
-  /** Per range, virtual time from its unmap to the flush that invalidated it. */
-  readonly maxWindowNs: number;
-  readonly meanWindowNs: number;
-  /** The most stale ranges a single flush invalidated. */
-  readonly maxStale: number;
-  /** Stale ranges right now, waiting for the next flush. */
-  readonly staleNow: number;
-}
 
 /** Strict invalidation: nothing stays reachable after its unmap returns. */
 export const NO_EXPOSURE: ExposureStats = Object.freeze({ rangesExposed: 0, maxWindowNs: 0, meanWindowNs: 0, maxStale: 0, staleNow: 0 });
@@ -93,11 +83,6 @@ class IovaFq {
   }
 }
 
-export interface FlushQueueConfig {
-  readonly queues: number;
-  readonly size: number;
-  readonly timeoutNs: number;
-}
 
 /** A domain's flush queues: one per CPU, or one for all when the IOMMU shadows flushes. */
 export class FlushQueue {

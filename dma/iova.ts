@@ -11,24 +11,13 @@
 //   - it overlaps no live range and no reserved range;
 //   - a size-aligned range starts at a multiple of size rounded up to a power of two;
 //   - pfns never exceed IOVA_MAX_PFN; -1 means no space.
+import type { IovaStats } from '../abi/report.ts';
 import type { Cpus } from '../kernel/smp.ts';
 import type { Timers } from '../kernel/timer.ts';
 
 /** The highest pfn any strategy hands out: 2^53 - 2, so `limitPfn + 1` stays exact. */
 export const IOVA_MAX_PFN = Number.MAX_SAFE_INTEGER - 1;
 
-export interface IovaStats {
-  /** Successful allocFast calls. */
-  allocs: number;
-  /** allocFast calls that found no space. */
-  failures: number;
-  /** allocFast calls served from a cache without touching the allocator proper. */
-  rcacheHits: number;
-  /** allocFast calls that went to the allocator proper (including sizes no cache holds). */
-  rcacheMisses: number;
-  /** Ranges the allocator proper holds: live, cached, and reserved. */
-  ranges: number;
-}
 
 export interface IovaDomain {
   /** The lowest pfn handed out (iova_domain.start_pfn, at least 1 so IOVA 0 stays invalid). */

@@ -1,6 +1,7 @@
 // virtio-iommu driver (virtio 1.4 §5.13), behaving as Linux's drivers/iommu/virtio-iommu.c:
 // config and granule checks at probe, PROBE of each endpoint's reserved regions, domains with a
 // shadow of their mappings replayed on first attach, MAP/UNMAP queued and flushed at sync points.
+import type { GuestViommuEndpointReport as ViommuEndpointReport, GuestViommuReport as ViommuReport } from '../abi/report.ts';
 import { addAddr, fromHiLo, hexAddr, hi32, lo32, toAddr, toBig, type Addr } from '../abi/addr.ts';
 import type { FwViot } from '../abi/firmware.ts';
 import { DEVICE_ID, STATUS, featureNames, has } from '../abi/virtio.ts';
@@ -89,29 +90,6 @@ export interface ViommuConfig {
   readonly probeSize: number;
   /** Only with BYPASS_CONFIG; read for the report, never written (as Linux). */
   readonly bypass: number | undefined;
-}
-
-export interface ViommuEndpointReport {
-  readonly device: string;
-  readonly ids: number[];
-  readonly domain: string | null;
-  readonly resvRegions: { start: string; end: string; type: string }[];
-  readonly mappingsMade: number;
-  readonly mappingsRemoved: number;
-  readonly lowestIova: string | null;
-  readonly highestIova: string | null;
-  readonly faults: number;
-}
-
-export interface ViommuReport {
-  readonly device: string;
-  readonly busDevice: string;
-  readonly config: { pageSizeMask: string; inputStart: string; inputEnd: string; domainStart: number; domainEnd: number; probeSize: number; bypass: number | null };
-  readonly features: string[];
-  /** Completed requests by type, then by status name. */
-  readonly requests: Record<string, Record<string, number>>;
-  readonly endpoints: ViommuEndpointReport[];
-  readonly faults: { byReason: Record<string, number>; byEndpoint: Record<string, number>; ignored: number; invalid: number };
 }
 
 /** One request in flight: its kmalloc'd copy and where the device-writable part begins. */

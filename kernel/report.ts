@@ -7,6 +7,7 @@ import { VIRTIO_IOMMU_FEATURE_NAMES } from '../abi/virtio-iommu.ts';
 import { DEVICE_ID, DEVICE_NAME, F, featureNames, has, hex64, statusNames } from '../abi/virtio.ts';
 import type { DmaSubsystem } from '../dma/index.ts';
 import type { VirtioReport, VirtioStack } from '../drivers/index.ts';
+import { viommuReports } from '../drivers/virtio-iommu.ts';
 import type { Kernel } from './kernel.ts';
 import { PAGE_SIZE } from './page-alloc.ts';
 
@@ -25,7 +26,9 @@ export function buildGuestReport(k: Kernel, dma: DmaSubsystem | undefined, drive
     dma: {
       swiotlb: dmaStats?.swiotlb ? { ...dmaStats.swiotlb } : null,
       devices: dmaStats?.devices.map((d) => ({ device: d.device, backend: d.backend, maps: d.maps, unmaps: d.unmaps, bytesMapped: d.bytesMapped, mappingErrors: d.mappingErrors, bounces: d.bounces })) ?? [],
+      iommu: dmaStats?.iommu ?? null,
     },
+    viommus: drivers ? viommuReports(drivers.bus) : [],
     workload: init ?? null,
     interrupts: { byHandler: k.irqs.counts(), spurious: k.irqs.spurious },
     errors: [...probeErrors, ...(init?.errors ?? []), ...(panic ? [`panic: ${panic}`] : [])],

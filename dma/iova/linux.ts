@@ -3,7 +3,8 @@
 // from cached nodes, with the 32-bit fast-fail, the retry pass above the hint,
 // and per-CPU magazines over a depot (the rcache) in front of it.
 import { PerCpu } from '../../kernel/smp.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams, type IovaStats } from '../iova.ts';
+import type { IovaStats } from '../../abi/report.ts';
+import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { IovaRbTree, type IovaNode } from './rbtree.ts';
 
 /** IOVA_ANCHOR: a node above every pfn, so a cached node always has somewhere to start from. */

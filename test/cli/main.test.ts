@@ -90,3 +90,74 @@ describe('the built command', () => {
     expect(bad.stderr.trim().split('\n')).toEqual(['ivory: --bogus: unknown option (see ivory help)']);
   });
 });
+
+describe('ivory replay', () => {
+  const json = file(
+    'replay.json',
+    JSON.stringify({
+      device: { profile: 'qemu', endpoints: [0, 8], aw_bits: 64, granule: '4k', probe_size: 512, reserved_regions: [{ start: '0xfee00000', end: '0xfeefffff', type: 'msi' }] },
+      requests: [
+        { type: 'attach', domain: 1, endpoint: 0, flags: [] },
+        { type: 'map', domain: 1, virt_start: '0x0', virt_end: '0xfff', phys_start: '0xa1000', flags: ['read'] },
+        { type: 'map', domain: 1, virt_start: '0xfffffffffffff000', virt_end: '0xffffffffffffffff', phys_start: '0xa2000', flags: ['read', 'write'] },
+        { type: 'unmap', domain: 1, virt_start: '0x0', virt_end: '0xfff' },
+        { type: 'map', domain: 2, virt_start: '0x0', virt_end: '0xfff', phys_start: '0xa1000', flags: ['read'] },
+        { type: 'probe', endpoint: 0 },
+      ],
+    }),
+  );
+
+  it('prints one line per request with its status, and the final domains', async () => {
+    const io = capture();
+    expect(await main(['replay', json], GUEST_SOURCE)).toBe(0);
+    const text = io.out.join('\n');
+    expect(text).toMatch(/0 {2}attach domain=1 endpoint=0 flags=- {2}-> OK/);
+    expect(text).toMatch(/4 {2}map {4}domain=2 .* -> NOENT/);
+    expect(text).toMatch(/summary: 5 OK, 1 NOENT/);
+    expect(text).toMatch(/0xfffffffffffff000-0xffffffffffffffff -> 0xa2000 \[read\|write\]/);
+  });
+
+  it('--json gives results and the final state, 64-bit values as hex strings', async () => {
+    const io = capture();
+    expect(await main(['replay', json, '--json', '--profile', 'spec'], GUEST_SOURCE)).toBe(0);
+    const out = JSON.parse(io.out.join('\n'));
+    expect(out.results.map((r: { status: string }) => r.status)).toEqual(['OK', 'OK', 'OK', 'OK', 'NOENT', 'OK']);
+    expect(out.results[0]).toEqual({ index: 0, type: 'attach', status: 'OK' });
+    expect(out.final.domains).toEqual([{ id: 1, bypass: false, endpoints: [0], mappings: [{ virt_start: '0xfffffffffffff000', virt_end: '0xffffffffffffffff', phys_start: '0xa2000', flags: ['read', 'write'] }] }]);
+  });
+
+  it('replays a QEMU trace log, creating the endpoints it names', async () => {
+    const log = file(
+      'qemu.log',
+      [
+        '12345@1700000000.000001:virtio_iommu_attach domain=3 endpoint=16',
+        'virtio_iommu_map domain=3 virt_start=0x1000 virt_end=0x1fff phys_start=0x80000 flags=3',
+        'some unrelated line',
+        '12345@1700000000.000009:virtio_iommu_unmap domain=3 virt_start=0x1000 virt_end=0x1fff',
+        'virtio_iommu_detach domain=3 endpoint=16',
+      ].join('\n'),
+    );
+    const io = capture();
+    expect(await main(['replay', log, '--json'], GUEST_SOURCE)).toBe(0);
+    const out = JSON.parse(io.out.join('\n'));
+    expect(out.results.map((r: { type: string; status: string }) => `${r.type}:${r.status}`)).toEqual(['attach:OK', 'map:OK', 'unmap:OK', 'detach:OK']);
+    expect(out.final.domains).toEqual([]);
+  });
+
+  it.each([
+    [['replay'], 'ivory: replay: needs a file: a JSON request list or a QEMU trace log'],
+    [['replay', 'x.json', '--profile', 'xen'], 'ivory: --profile: expected one of spec, qemu, cloud-hypervisor, crosvm, got "xen"'],
+  ])('a bad argument %j gets one line', async (argv, line) => {
+    const io = capture();
+    expect(await main(argv, GUEST_SOURCE)).toBe(2);
+    expect(io.err).toEqual([line]);
+  });
+
+  it('a bad request names its field', async () => {
+    const bad = file('bad.json', JSON.stringify({ device: { profile: 'spec', endpoints: [0] }, requests: [{ type: 'map', domain: 1, virt_start: 12, virt_end: '0xfff', phys_start: '0x0', flags: [] }] }));
+    const io = capture();
+    expect(await main(['replay', bad], GUEST_SOURCE)).toBe(2);
+    expect(io.err).toHaveLength(1);
+    expect(io.err[0]).toMatch(/^ivory: .*bad\.json: requests\[0\]\.virt_start: /);
+  });
+});

@@ -11,7 +11,8 @@ import {
   dmaUnmapSingle,
   type ScatterEntry,
 } from '../../dma/api.ts';
-import { iommuDmaGetMsiPage, type IommuDmaDomainStats } from '../../dma/iommu-dma.ts';
+import type { IommuDmaDomainStats } from '../../abi/report.ts';
+import { iommuDmaGetMsiPage } from '../../dma/iommu-dma.ts';
 import { IOVA_DEFAULT_FQ_SIZE, IOVA_SINGLE_FQ_SIZE } from '../../dma/iova-fq.ts';
 import { IOMMU_PROT, type ResvRegion } from '../../dma/iommu-ops.ts';
 import { iommuDeviceRegister } from '../../dma/iommu.ts';
