@@ -94,16 +94,19 @@ export class DeviceDma {
     this.dv = mem.dv;
   }
 
-  /** Copies guest memory at `addr` into `dst` (DMA_READ) or `dst` into guest memory (DMA_WRITE); false if a byte is unreachable. */
-  transfer(addr: Addr, buf: Uint8Array, access: number): boolean {
+  /**
+   * Copies guest memory at `addr` into buf[pos, pos + len) (DMA_READ), or that
+   * part of `buf` into guest memory (DMA_WRITE); false if a byte is unreachable.
+   */
+  transfer(addr: Addr, buf: Uint8Array, access: number, pos = 0, len = buf.length - pos): boolean {
     // Most transfers (request headers, status bytes) sit in one page: translate once, copy, no closure.
-    if (typeof addr === 'number' && addr % PAGE + buf.length <= PAGE) {
-      const off = this.space.resolve(addr, buf.length, access);
+    if (typeof addr === 'number' && addr % PAGE + len <= PAGE) {
+      const off = this.space.resolve(addr, len, access);
       if (off < 0) return false;
-      this.copy(off, 0, buf.length, buf, access);
+      this.copy(off, pos, len, buf, access);
       return true;
     }
-    return eachPage(this.space, addr, buf.length, access, (off, pos, n) => this.copy(off, pos, n, buf, access));
+    return eachPage(this.space, addr, len, access, (off, at, n) => this.copy(off, pos + at, n, buf, access));
   }
 
   private copy(off: number, pos: number, n: number, buf: Uint8Array, access: number): void {
@@ -203,14 +206,15 @@ export class DescriptorChain {
 
   private copy(segs: readonly Segment[], pos: number, buf: Uint8Array, access: number): number {
     let done = 0;
-    for (const s of segs) {
+    for (let i = 0; i < segs.length; i++) {
+      const s = segs[i]!;
       if (done === buf.length) break;
       if (pos >= s.len) {
         pos -= s.len;
         continue;
       }
       const n = Math.min(s.len - pos, buf.length - done);
-      if (!this.dma.transfer(pos === 0 ? s.addr : addAddr(s.addr, pos), buf.subarray(done, done + n), access)) {
+      if (!this.dma.transfer(pos === 0 ? s.addr : addAddr(s.addr, pos), buf, access, done, n)) {
         this.faulted = true;
         break;
       }
