@@ -7,6 +7,11 @@ export class HostTrace {
 
   constructor(private readonly clock: { readonly now: number }) {}
 
+  /** The recorder while it records: `trace.on?.emit(name, {...})` builds no arguments when tracing is off. */
+  get on(): this | undefined {
+    return this.enabled ? this : undefined;
+  }
+
   emit(name: string, args?: TraceArgs): void {
     if (this.enabled) this.events.push(args ? { ts: this.clock.now, side: 'host', name, args } : { ts: this.clock.now, side: 'host', name });
   }

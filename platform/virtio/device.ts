@@ -192,7 +192,7 @@ export abstract class VirtioDeviceModel {
 
   /** A kick: the device runs after the notify latency, and polls the ring meanwhile instead of taking more kicks. */
   queueNotify(index: number): void {
-    this.trace.emit('virtio_queue_notify', { dev: this.name, vq: index });
+    this.trace.on?.emit('virtio_queue_notify', { dev: this.name, vq: index });
     const q = this.queues[index];
     // §3.1.1: no buffer is used before DRIVER_OK.
     if (!q || !q.ready || !this.live || this.kicked[index]) return;
@@ -263,7 +263,7 @@ export abstract class VirtioDeviceModel {
           this.virtioError(r.reason, r.detail);
           return;
         }
-        this.trace.emit('virtqueue_pop', { dev: this.name, vq: q.index, head: r.head, out_num: r.readable.length, in_num: r.writable.length });
+        this.trace.on?.emit('virtqueue_pop', { dev: this.name, vq: q.index, head: r.head, out_num: r.readable.length, in_num: r.writable.length });
         const cost = this.serve(q, r);
         if (this.broken) return;
         this.complete(q, r, cost);
@@ -287,14 +287,14 @@ export abstract class VirtioDeviceModel {
         this.virtioError(err.reason, err.detail);
         return;
       }
-      this.trace.emit('virtqueue_flush', { dev: this.name, vq: q.index, head, len, idx: q.nextUsed });
+      this.trace.on?.emit('virtqueue_flush', { dev: this.name, vq: q.index, head, len, idx: q.nextUsed });
       if (q.needsInterrupt()) this.signalUsed(q.index);
     });
   }
 
   protected signalUsed(queue: number): void {
     this.interrupts.used++;
-    this.trace.emit('virtio_notify', { dev: this.name, vq: queue });
+    this.trace.on?.emit('virtio_notify', { dev: this.name, vq: queue });
     this.transport?.signalUsed(queue);
   }
 

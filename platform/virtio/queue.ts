@@ -10,7 +10,7 @@ import type { GuestMemory } from '../memory.ts';
 const PAGE_SHIFT = 12;
 const PAGE = 1 << PAGE_SHIFT;
 const TWO_64 = 1n << 64n;
-const SMALL_COPY = 64;
+const SMALL_COPY = 16;
 /** A chain's total length stays below 2^32 (§2.7.5); rust-vmm likewise stops where a u32 sum would overflow. */
 const MAX_CHAIN_BYTES = 2 ** 32;
 /** rust-vmm's bound on an indirect table: len / 16 <= u16::MAX. */
