@@ -8,6 +8,9 @@ import type { Workload } from '../abi/workload.ts';
 import { SECTOR_SIZE } from '../abi/virtio-blk.ts';
 import { DEVICE_DEFAULTS, IOMMU_FEATURES, type DeviceConfig, type HostIommuConfig, type IommuConfig, type MachineConfig } from '../platform/config.ts';
 import { PRESETS, type Preset } from '../platform/presets.ts';
+import { toBig } from '../abi/addr.ts';
+import { VIRTIO_IOMMU_RESV_MEM_T } from '../abi/virtio-iommu.ts';
+import { parseReservedRegion as parseQemuReservedRegion, parseU64 as parseAddr } from '../platform/iommu/reserved-regions.ts';
 import { UsageError } from './errors.ts';
 
 export interface Scenario {
@@ -32,13 +35,11 @@ export function parseSize(field: string, v: unknown): number {
   throw new UsageError(field, `expected a size such as 4096, "64K" or "256M", got ${JSON.stringify(v)}`);
 }
 
+/** A 64-bit value: a hex or decimal string, or a safe integer (the device model's own parser). */
 export function parseU64(field: string, v: unknown): bigint {
-  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
-  if (typeof v === 'string' && /^(0x[0-9a-f]{1,16}|\d{1,20})$/i.test(v)) {
-    const n = BigInt(v);
-    if (n < 2n ** 64n) return n;
-  }
-  throw new UsageError(field, `expected a 64-bit value such as "0xfee00000", got ${JSON.stringify(v)}`);
+  const a = typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : typeof v === 'string' ? parseAddr(v) : undefined;
+  if (a === undefined) throw new UsageError(field, `expected a 64-bit value such as "0xfee00000", got ${JSON.stringify(v)}`);
+  return toBig(a);
 }
 
 class Fields {
@@ -164,15 +165,16 @@ function parseHostIommu(path: string, v: unknown): HostIommuConfig {
   return cfg;
 }
 
-/** A reserved region as QEMU's property string "start:end:type" (type 0 reserved, 1 msi) or as {start, end, type}. */
+/** A reserved region as QEMU's property string "start:end:type" (type 0 reserved, 1 msi), parsed as the device model does, or as {start, end, type}. */
 function parseReservedRegion(path: string, v: unknown): IommuConfig['reservedRegions'][number] {
   if (typeof v === 'string') {
-    const m = /^(0x[0-9a-f]+|\d+):(0x[0-9a-f]+|\d+):([01])$/i.exec(v);
-    if (!m) throw new UsageError(path, `expected "start:end:type" with type 0 (reserved) or 1 (msi), got ${JSON.stringify(v)}`);
-    const start = parseU64(path, m[1]);
-    const end = parseU64(path, m[2]);
-    if (end < start) throw new UsageError(path, 'end is below start');
-    return { start, end, type: m[3] === '1' ? 'msi' : 'reserved' };
+    let r: ReturnType<typeof parseQemuReservedRegion>;
+    try {
+      r = parseQemuReservedRegion(v);
+    } catch (e) {
+      throw new UsageError(path, (e as Error).message);
+    }
+    return { start: toBig(r.start), end: toBig(r.end), type: r.subtype === VIRTIO_IOMMU_RESV_MEM_T.MSI ? 'msi' : 'reserved' };
   }
   const f = Fields.of(path, v);
   const type = f.oneOf('type', ['reserved', 'msi'] as const);

@@ -52,7 +52,8 @@ describe('the iommu section', () => {
   it.each([
     [{ iommu: { profile: 'xen' } }, 'iommu.profile: expected one of spec, qemu, cloud-hypervisor, crosvm, got "xen"'],
     [{ iommu: { aw_bits: 70 } }, 'iommu.aw_bits: expected an integer from 32 to 64, got 70'],
-    [{ iommu: { reserved_regions: ['0xfee00000:0xfeefffff:2'] } }, 'iommu.reserved_regions[0]: expected "start:end:type"'],
+    [{ iommu: { reserved_regions: ['0xfee00000:0xfeefffff:2'] } }, 'iommu.reserved_regions[0]: reserved region "0xfee00000:0xfeefffff:2" has an invalid type (0 reserved, 1 msi)'],
+    [{ iommu: { reserved_regions: ['0x2000:0x1000:0'] } }, 'iommu.reserved_regions[0]: reserved region "0x2000:0x1000:0": high is below low'],
     [{ iommu: { reserved_regions: [{ start: '0x2000', end: '0x1000', type: 'msi' }] } }, 'iommu.reserved_regions[0].end: must not be below start'],
     [{ iommu: { features: { teleport: true } } }, 'iommu.features.teleport: unknown field'],
     [{ iommu: { domain_range: { start: 10, end: 5 } } }, 'iommu.domain_range.end: must not be below start'],
