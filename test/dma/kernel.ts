@@ -1,22 +1,15 @@
-// A kernel just big enough for the DMA layer: RAM in a SharedArrayBuffer (low
-// memory, and optionally some above 4 GiB), the page allocator, kmalloc, a
-// command line, virtual CPUs, timers and dmesg/trace on a clock the test
-// moves, and firmware tables that may place devices behind a virtual IOMMU.
-import type { RamRegion } from '../../abi/boot.ts';
+// The real kernel (kernel/setup.ts) over a boot protocol the DMA tests drive:
+// RAM in a SharedArrayBuffer (low memory, and optionally some above 4 GiB), a
+// clock the test moves with its timer interrupts, and firmware tables that may
+// place devices behind a virtual IOMMU.
+import { VECTOR, type BootProtocol, type RamRegion } from '../../abi/boot.ts';
 import type { FirmwareTables, FwPciHostBridge, FwViot } from '../../abi/firmware.ts';
-import { createDmaSubsystem, type DmaKernel, type DmaSubsystem } from '../../dma/index.ts';
-import { Cmdline } from '../../kernel/cmdline.ts';
+import { createDmaSubsystem, type DmaSubsystem } from '../../dma/index.ts';
 import { Bus, Device } from '../../kernel/device.ts';
 import type { Kernel } from '../../kernel/kernel.ts';
-import { Kmalloc } from '../../kernel/kmalloc.ts';
-import { Dmesg } from '../../kernel/log.ts';
-import { PhysMem } from '../../kernel/mem.ts';
-import { PAGE_SIZE, PageAllocator } from '../../kernel/page-alloc.ts';
 import { PciDevice } from '../../kernel/pci.ts';
 import { PlatformDevice } from '../../kernel/platform-bus.ts';
-import { Cpus } from '../../kernel/smp.ts';
-import type { Timer } from '../../kernel/timer.ts';
-import { GuestTrace } from '../../kernel/trace.ts';
+import { createKernel } from '../../kernel/setup.ts';
 
 export const MiB = 1 << 20;
 export const GiB4 = 2 ** 32;
@@ -31,8 +24,7 @@ export const TEST_BRIDGE: FwPciHostBridge = {
   mmio64: { base: 0x80_0000_0000, size: 0x10_0000_0000 },
 };
 
-export interface TestKernel extends DmaKernel {
-  readonly slab: Kmalloc;
+export interface TestKernel extends Kernel {
   readonly clock: { ns: number };
   readonly dma: DmaSubsystem;
   /** dmesg text, one line per message. */
@@ -60,85 +52,64 @@ export function testKernel(opts: TestKernelOptions = {}): TestKernel {
   const high = (opts.highMiB ?? 0) * MiB;
   const regions: RamRegion[] = [{ gpa: 0, size: low, offset: 0 }];
   if (high) regions.push({ gpa: GiB4, size: high, offset: low });
+  const cpus = opts.cpus ?? 1;
   const clock = { ns: 0 };
-  const mem = new PhysMem(new SharedArrayBuffer(low + high), regions);
-  const pages = new PageAllocator(regions);
-  pages.reserve(0, PAGE_SIZE); // as the kernel does: no buffer at address 0
-  const cpus = new Cpus(opts.cpus ?? 1);
-  const timers = new VirtualTimers(clock, cpus);
+  // Each CPU's one-shot timer; advance() raises the timer interrupt when it falls due.
+  const deadlines = new Array<number | undefined>(cpus).fill(undefined);
+  let deliver: (cpu: number, vector: number) => void = () => {};
+  const boot: BootProtocol = {
+    memory: { buffer: new SharedArrayBuffer(low + high), regions },
+    // PCI functions made here read an all-zero config space: no BARs, no capabilities.
+    mmio: { read: () => 0, write: () => {} },
+    interrupts: { connect: (fn) => (deliver = fn) },
+    clock: { now: () => clock.ns, armTimer: (cpu, t) => (deadlines[cpu] = t), halt: () => false, relax: () => false },
+    console: { write: () => {} },
+    cmdline: opts.cmdline ?? '',
+    firmware: { addr: 0, size: 0 },
+    initrd: { addr: 0, size: 0 },
+  };
   const firmware: FirmwareTables = {
     version: 1,
     machine: 'test',
-    cpus: cpus.count,
+    cpus,
     msi: { doorbell: { base: 0xfee0_0000, size: 0x10_0000 }, destShift: 12 },
     pci: [TEST_BRIDGE],
     virtioMmio: [],
     viot: opts.viot,
   };
-  const log = new Dmesg(() => clock.ns, () => {}, 0);
+  const k = createKernel(boot, firmware);
   const bus = new Bus('test', () => {});
-  const pciBus = new Bus<PciDevice>('pci', () => {});
-  const platformBus = new Bus<PlatformDevice>('platform', () => {});
-  // What PciDevice reads at construction: an all-zero config space (no BARs, no capabilities).
-  const cfgSpace = { boot: { mmio: { read: () => 0, write: () => {} } } } as unknown as Kernel;
   let n = 0;
-  const k = {
-    cmdline: new Cmdline(opts.cmdline ?? ''),
-    firmware,
-    mem,
-    pages,
-    cpus,
-    timers,
-    log,
-    trace: new GuestTrace(() => clock.ns, () => cpus.current),
-    now: () => clock.ns,
-    slab: new Kmalloc(pages, mem),
+  const advance = (ns: number) => {
+    const end = clock.ns + ns;
+    for (;;) {
+      let cpu = -1;
+      deadlines.forEach((d, i) => {
+        if (d !== undefined && d <= end && (cpu < 0 || d < deadlines[cpu]!)) cpu = i;
+      });
+      if (cpu < 0) break;
+      clock.ns = Math.max(clock.ns, deadlines[cpu]!);
+      deadlines[cpu] = undefined;
+      deliver(cpu, VECTOR.TIMER);
+      k.irqs.poll();
+    }
+    clock.ns = end;
+  };
+  const tk: TestKernel = Object.assign(k, {
     clock,
-    dmesg: () => log.lines.map((l) => l.text),
-    advance: (ns: number) => timers.advance(ns),
+    dma: createDmaSubsystem(k),
+    dmesg: () => k.log.lines.map((l) => l.text),
+    advance,
     device(name = `dev${n++}`, busLimitBits = 64) {
       const dev = new Device(name, bus, undefined, busLimitBits);
       tk.dma.configure(dev);
       return dev;
     },
-    platformDevice: (base: number, busLimitBits = 64, onBus = platformBus) =>
+    platformDevice: (base: number, busLimitBits = 64, onBus = k.platform) =>
       new PlatformDevice(`${base.toString(16)}.virtio_mmio`, onBus, 'virtio-mmio', base, 0x200, 0, busLimitBits),
-    pciDevice: (slot: number, fn = 0, onBus = pciBus) => new PciDevice(cfgSpace, onBus, TEST_BRIDGE, 0, slot, fn),
-  } satisfies Omit<TestKernel, 'dma'>;
-  // The DMA subsystem is keyed by this very object, as IOMMU drivers register with the kernel they were given.
-  const tk: TestKernel = Object.assign(k, { dma: createDmaSubsystem(k) });
+    pciDevice: (slot: number, fn = 0, onBus = k.pci) => new PciDevice(k, onBus, TEST_BRIDGE, 0, slot, fn),
+  });
   return tk;
-}
-
-/** Kernel timers on the test clock: one list for all CPUs, each timer run on the CPU that armed it. */
-class VirtualTimers {
-  private readonly pending: { timer: Timer; cpu: number }[] = [];
-
-  constructor(
-    private readonly clock: { ns: number },
-    private readonly cpus: Cpus,
-  ) {}
-
-  add(delayNs: number, fn: () => void): Timer {
-    const timer: Timer = { deadline: this.clock.ns + delayNs, fn, cancelled: false };
-    this.pending.push({ timer, cpu: this.cpus.current });
-    return timer;
-  }
-
-  advance(ns: number): void {
-    const end = this.clock.ns + ns;
-    for (;;) {
-      let next = -1;
-      this.pending.forEach((p, i) => {
-        if (p.timer.deadline <= end && (next < 0 || p.timer.deadline < this.pending[next]!.timer.deadline)) next = i;
-      });
-      if (next < 0) break;
-      const [{ timer, cpu }] = this.pending.splice(next, 1) as [{ timer: Timer; cpu: number }];
-      this.clock.ns = Math.max(this.clock.ns, timer.deadline);
-      if (!timer.cancelled) this.cpus.runOn(cpu, timer.fn);
-    }
-    this.clock.ns = end;
-  }
 }
 
 export function pattern(len: number, seed: number): Uint8Array {
