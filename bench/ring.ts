@@ -4,13 +4,9 @@
 // uses each buffer as soon as it is kicked. The counterpart of Linux's
 // tools/virtio/ringtest: buffers per second and ns per buffer round trip
 // (add, kick, pop, push, get_buf), in batches of 1 and 64.
-import type { BootProtocol } from '../abi/boot.ts';
+import { benchGuest, programQueue } from './guest.ts';
 import { DEVICE_ID, F, bit } from '../abi/virtio.ts';
-import { createDmaSubsystem } from '../dma/index.ts';
-import { VirtioBus, VirtioDevice, type VirtioTransport } from '../drivers/virtio/core.ts';
-import { createVirtqueue, type Virtqueue } from '../drivers/virtio/virtqueue.ts';
-import { PlatformDevice } from '../kernel/platform-bus.ts';
-import { createKernel } from '../kernel/setup.ts';
+import type { Virtqueue } from '../drivers/virtio/virtqueue.ts';
 import { PhysicalSpace } from '../platform/address-space.ts';
 import { EventLoop } from '../platform/events.ts';
 import { InterruptController } from '../platform/irq.ts';
@@ -49,23 +45,6 @@ function buildRing(c: RingCase): { vq: Virtqueue<number>; bufs: number[] } {
   const space = new PhysicalSpace(mem, new InterruptController(events, trace, MSI, 1), trace, 'bench');
   const devq = new SplitQueue(0, c.queueSize, new DeviceDma(mem, space));
 
-  const bp: BootProtocol = {
-    memory: { buffer: mem.buffer, regions: mem.regions },
-    mmio: { read: () => 0xffff_ffff, write: () => {} },
-    interrupts: { connect: () => {} },
-    clock: { now: () => 0, armTimer: () => {}, halt: () => false, relax: () => false },
-    console: { write: () => {} },
-    cmdline: 'trace=0',
-    firmware: { addr: 0, size: 0 },
-    initrd: { addr: 0, size: 0 },
-  };
-  const k = createKernel(bp, { version: 1, machine: 'bench', cpus: 1, msi: { doorbell: { base: MSI.base, size: MSI.size }, destShift: MSI.destShift }, pci: [], virtioMmio: [] });
-  const dma = createDmaSubsystem(k);
-  k.dmaConfigure = (dev) => dma.configure(dev);
-  const parent = new PlatformDevice('ring-bench', k.platform, 'bench', 0, 0, 0);
-  k.dmaConfigure(parent);
-  parent.dma.mask = parent.dma.coherentMask = 0xffff_ffff_ffff_ffffn;
-
   // The trivial device: drain the ring, use every buffer with nothing written, then re-arm the kick.
   const device = () => {
     do {
@@ -75,15 +54,9 @@ function buildRing(c: RingCase): { vq: Virtqueue<number>; bufs: number[] } {
       }
     } while (devq.enableNotification());
   };
-  const transport = { name: 'bench', notify: device } as unknown as VirtioTransport;
-  const vdev = new VirtioDevice(k, new VirtioBus(k), transport, DEVICE_ID.ENTROPY, parent);
-  vdev.features = bit(F.VERSION_1) | bit(F.EVENT_IDX) | (c.accessPlatform ? bit(F.ACCESS_PLATFORM) : 0n);
-  const vq = createVirtqueue(vdev, 0, c.queueSize, { name: 'bench' }) as Virtqueue<number>;
-  devq.setSize(vq.num);
-  for (const [area, addr] of [['desc', vq.descAddr], ['driver', vq.availAddr], ['device', vq.usedAddr]] as const) {
-    devq.setAddressWord(area, false, Number(BigInt(addr) & 0xffff_ffffn));
-    devq.setAddressWord(area, true, Number(BigInt(addr) >> 32n));
-  }
+  const features = bit(F.VERSION_1) | bit(F.EVENT_IDX) | (c.accessPlatform ? bit(F.ACCESS_PLATFORM) : 0n);
+  const { k, vq } = benchGuest(mem, DEVICE_ID.ENTROPY, features, c.queueSize, device);
+  programQueue(devq, vq);
   devq.eventIdx = true;
   devq.enable();
   const bufs = Array.from({ length: c.batch }, () => k.slab.kzalloc(BUFFER_BYTES));

@@ -3,16 +3,11 @@
 // end to end: the same workload without an IOMMU, behind it in strict mode and
 // in lazy mode, as modelled throughput (bytes per second of virtual time: what
 // the guest would see) and as the simulator's own wall-clock speed.
+import { benchGuest, programQueue } from './guest.ts';
 import { fileURLToPath } from 'node:url';
-import { hi32, lo32 } from '../abi/addr.ts';
-import type { BootProtocol } from '../abi/boot.ts';
 import { DEVICE_ID, F, STATUS, bit } from '../abi/virtio.ts';
 import { VIRTIO_IOMMU_F, VIRTIO_IOMMU_T, VirtioIommuReqAttach, VirtioIommuReqMap, VirtioIommuReqUnmap, requestReadable } from '../abi/virtio-iommu.ts';
-import { createDmaSubsystem } from '../dma/index.ts';
-import { VirtioBus, VirtioDevice, type VirtioTransport } from '../drivers/virtio/core.ts';
-import { createVirtqueue, type Segment, type Virtqueue } from '../drivers/virtio/virtqueue.ts';
-import { PlatformDevice } from '../kernel/platform-bus.ts';
-import { createKernel } from '../kernel/setup.ts';
+import type { Segment } from '../drivers/virtio/virtqueue.ts';
 import { PhysicalSpace } from '../platform/address-space.ts';
 import { EventLoop } from '../platform/events.ts';
 import { VirtioIommu } from '../platform/iommu/virtio-iommu.ts';
@@ -72,37 +67,14 @@ function buildIommuRing(batch: number) {
   device.addEndpoint(8, { physical, name: 'bench' });
   device.attach({ signalUsed: () => {}, signalConfig: () => {} });
 
-  const bp: BootProtocol = {
-    memory: { buffer: mem.buffer, regions: mem.regions },
-    mmio: { read: () => 0xffff_ffff, write: () => {} },
-    interrupts: { connect: () => {} },
-    clock: { now: () => events.now, armTimer: () => {}, halt: () => false, relax: () => events.runOne() },
-    console: { write: () => {} },
-    cmdline: 'trace=0',
-    firmware: { addr: 0, size: 0 },
-    initrd: { addr: 0, size: 0 },
-  };
-  const k = createKernel(bp, { version: 1, machine: 'bench', cpus: 1, msi: { doorbell: { base: 0xfee0_0000, size: 0x10_0000 }, destShift: 12 }, pci: [], virtioMmio: [] });
-  const dma = createDmaSubsystem(k);
-  k.dmaConfigure = (dev) => dma.configure(dev);
-  const parent = new PlatformDevice('viommu-bench', k.platform, 'bench', 0, 0, 0);
-  k.dmaConfigure(parent);
   const features = bit(F.VERSION_1) | bit(F.EVENT_IDX) | bit(VIRTIO_IOMMU_F.MAP_UNMAP) | bit(VIRTIO_IOMMU_F.INPUT_RANGE);
-  const transport = { name: 'bench', notify: () => device.queueNotify(0) } as unknown as VirtioTransport;
-  const vdev = new VirtioDevice(k, new VirtioBus(k), transport, DEVICE_ID.IOMMU, parent);
-  vdev.features = features;
-  const vq = createVirtqueue(vdev, 0, 256, { name: 'request' }) as Virtqueue<number>;
+  const { k, vq } = benchGuest(mem, DEVICE_ID.IOMMU, features, 256, () => device.queueNotify(0), () => events.runOne());
 
   // The device side, programmed as a transport would: features, the queue, DRIVER_OK.
   device.setDriverFeatureWord(0, Number(features & 0xffff_ffffn));
   device.setDriverFeatureWord(1, Number(features >> 32n));
   device.setStatus(STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK);
-  const q = device.queues[0]!;
-  q.setSize(vq.num);
-  for (const [area, addr] of [['desc', vq.descAddr], ['driver', vq.availAddr], ['device', vq.usedAddr]] as const) {
-    q.setAddressWord(area, false, lo32(addr));
-    q.setAddressWord(area, true, hi32(addr));
-  }
+  programQueue(device.queues[0]!, vq);
   device.enableQueue(0);
   device.setStatus(STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK | STATUS.DRIVER_OK);
 
