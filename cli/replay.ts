@@ -1,10 +1,9 @@
 // `ivory replay <file> [--profile NAME] [--json]`: sends the raw virtio-iommu
 // requests of a JSON file, or of a QEMU `-trace 'virtio_iommu_*'` log, to a
 // device model and prints each request's status, then the final domains.
-import { readFileSync } from 'node:fs';
 import { ReplayInputError, parseQemuTrace, parseReplayJson, replay, type ReplayInput, type ReplayResult } from '../platform/iommu/replay.ts';
 import { PROFILE_NAMES, isProfileName, type ProfileName } from '../platform/iommu/profiles.ts';
-import { UsageError } from './errors.ts';
+import { UsageError, readUserFile } from './errors.ts';
 
 interface ReplayArgs {
   file: string;
@@ -33,12 +32,7 @@ export function parseReplayArgs(args: readonly string[]): ReplayArgs {
 
 /** JSON when the file is a JSON object, a QEMU trace log otherwise. */
 export function loadReplayInput(file: string): ReplayInput {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(file, `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
+  const text = readUserFile(file);
   try {
     return text.trimStart().startsWith('{') ? parseReplayJson(text) : parseQemuTrace(text);
   } catch (e) {

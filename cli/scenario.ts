@@ -2,7 +2,6 @@
 // workload, in YAML (or JSON). Every field is checked; an unknown or bad one
 // gets a UsageError naming it (e.g. `devices[1].transport: expected one of
 // pci, mmio, got "usb"`).
-import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import type { Workload } from '../abi/workload.ts';
 import { SECTOR_SIZE } from '../abi/virtio-blk.ts';
@@ -11,7 +10,7 @@ import { PRESETS, type Preset } from '../platform/presets.ts';
 import { toBig } from '../abi/addr.ts';
 import { VIRTIO_IOMMU_RESV_MEM_T } from '../abi/virtio-iommu.ts';
 import { parseReservedRegion as parseQemuReservedRegion, parseU64 as parseAddr } from '../platform/iommu/reserved-regions.ts';
-import { UsageError } from './errors.ts';
+import { UsageError, readUserFile } from './errors.ts';
 
 export interface Scenario {
   readonly name: string;
@@ -263,12 +262,7 @@ export function parseScenario(doc: unknown, fallbackName = 'scenario'): Scenario
 }
 
 export function loadScenario(path: string): Scenario {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new UsageError(path, `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-  }
+  const text = readUserFile(path);
   let doc: unknown;
   try {
     doc = parse(text);
