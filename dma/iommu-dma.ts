@@ -13,15 +13,10 @@ import { SIZE_MAX, dmaLimit } from './direct.ts';
 import { IOMMU_PROT, type IommuDomain, type IommuDriver, type ResvRegion } from './iommu-ops.ts';
 import { FlushQueue, NO_EXPOSURE, type FqKernel } from './iova-fq.ts';
 import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from './iova.ts';
-import { LinuxIovaDomain } from './iova/linux.ts';
+import { DEFAULT_IOVA_STRATEGY, IOVA_STRATEGIES } from './iova/index.ts';
 import type { CoherentBuffer, DmaDirection, DmaOps, ScatterEntry } from './ops.ts';
 
 export type IommuDmaKernel = FqKernel & Pick<Kernel, 'cmdline' | 'mem' | 'pages' | 'log'>;
-
-/** IOVA allocation strategies by their `iova=` name; Linux's is the default. */
-const IOVA_STRATEGIES: Readonly<Record<string, (p: IovaDomainParams) => IovaDomain>> = {
-  linux: (p) => new LinuxIovaDomain(p),
-};
 
 
 /** dma_info_to_prot, without the attributes this DMA API has no use for. */
@@ -210,7 +205,7 @@ export class IommuDmaOps implements DmaOps {
     const c = this.cookie;
     let pages = 0;
     for (const e of sg) pages += c.pagesFor(e.phys % c.granule, e.length);
-    const pfn = this.allocIova(dev, pages, this.streamingLimitPfn(dev));
+    const pfn = this.allocIova(dev, pages, this.streamingLimitPfn(dev), Math.floor(sg[0]!.phys / c.granule));
     if (pfn < 0) return 0;
     if (!this.mapSgRuns(sg, pfn, pages, DIR_PROT[dir]!)) {
       c.iovad.freeFast(pfn, pages);
@@ -268,15 +263,15 @@ export class IommuDmaOps implements DmaOps {
   }
 
   /** iommu_dma_alloc_iova: below 4 GiB first for PCI devices (SAC is cheaper on real buses), then up to the limit. */
-  allocIova(dev: Device, pages: number, limitPfn: number): number {
+  allocIova(dev: Device, pages: number, limitPfn: number, physPfn: number): number {
     const { iovad, dma32LimitPfn } = this.cookie;
     if (this.pci32bitWorkaround && limitPfn > dma32LimitPfn) {
-      const pfn = iovad.allocFast(pages, dma32LimitPfn, false);
+      const pfn = iovad.allocFast(pages, dma32LimitPfn, false, physPfn);
       if (pfn >= 0) return pfn;
       this.pci32bitWorkaround = false;
       devNotice(dev, `Using ${limitPfn.toString(2).length + this.cookie.shift}-bit DMA addresses`);
     }
-    return iovad.allocFast(pages, limitPfn, true);
+    return iovad.allocFast(pages, limitPfn, true, physPfn);
   }
 
   /** iommu_dma_get_msi_page: the doorbell's page mapped WRITE|MMIO once per domain, the offset kept. */
@@ -299,7 +294,7 @@ export class IommuDmaOps implements DmaOps {
     const c = this.cookie;
     const offset = phys % c.granule;
     const pages = c.pagesFor(offset, size);
-    const pfn = this.allocIova(dev, pages, limitPfn);
+    const pfn = this.allocIova(dev, pages, limitPfn, (phys - offset) / c.granule);
     if (pfn < 0) return DMA_MAPPING_ERROR;
     if (!c.mapRange(c.iovaOf(pfn, 0), phys - offset, pages * c.granule, prot)) {
       c.iovad.freeFast(pfn, pages);
@@ -356,11 +351,11 @@ export function iommuDmaGetMsiPage(dev: Device, doorbell: number): Addr {
 }
 
 function createIovaDomain(k: IommuDmaKernel, params: IovaDomainParams): IovaDomain {
-  const name = k.cmdline.str('iova', 'linux');
+  const name = k.cmdline.str('iova', DEFAULT_IOVA_STRATEGY);
   const create = IOVA_STRATEGIES[name];
   if (create) return create(params);
-  k.log.warn(`iommu-dma: unknown IOVA allocator iova=${name}, using linux`);
-  return IOVA_STRATEGIES.linux!(params);
+  k.log.warn(`iommu-dma: unknown IOVA allocator iova=${name}, using ${DEFAULT_IOVA_STRATEGY}`);
+  return IOVA_STRATEGIES[DEFAULT_IOVA_STRATEGY]!(params);
 }
 
 /** __ffs of a page-size bitmap: the granule's shift. */

@@ -32,8 +32,10 @@ export interface IovaDomain {
    * alloc_iova_fast, the DMA API's path: always size-aligned, may round small
    * sizes up and serve them from caches. When nothing fits and `flushRcache`,
    * cached ranges go back to the allocator and the allocation is tried again.
+   * `physPfn` is the first guest-physical pfn the range will map: only the
+   * identity strategy looks at it.
    */
-  allocFast(size: number, limitPfn: number, flushRcache: boolean): number;
+  allocFast(size: number, limitPfn: number, flushRcache: boolean, physPfn?: number): number;
   /** free_iova_fast: `size` as passed to allocFast; the range may be kept in a cache for reuse. */
   freeFast(pfn: number, size: number): void;
   stats(): IovaStats;

@@ -1,7 +1,12 @@
 // Linux's IOVA allocator (drivers/iommu/iova.c, mainline): a red-black tree of
 // allocated and reserved ranges searched top-down from the limit, next-fit
-// from cached nodes, with the 32-bit fast-fail, the retry pass above the hint,
-// and per-CPU magazines over a depot (the rcache) in front of it.
+// from cached nodes, with the 32-bit fast-fail and the retry pass above the
+// hint (strategy `linux`); and with per-CPU magazines over a depot (the rcache)
+// in front of it (strategy `linux-rcache`, what dma-iommu uses).
+//
+// Invariants: the tree holds every live, cached and reserved range, disjoint,
+// plus the anchor above them all; each hint is a node in the tree; a magazine
+// holds ranges of exactly its class's size that the tree still holds.
 import { PerCpu } from '../../kernel/smp.ts';
 import type { IovaStats } from '../../abi/report.ts';
 import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
@@ -67,7 +72,10 @@ export class LinuxIovaDomain implements IovaDomain {
   private readonly spareMags: IovaMagazine[] = [];
   private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
 
-  constructor(private readonly params: IovaDomainParams) {
+  constructor(
+    private readonly params: IovaDomainParams,
+    private readonly rcache = true,
+  ) {
     this.startPfn = params.startPfn;
     this.dma32bitPfn = 2 ** (32 - params.granuleShift);
     const anchor = this.tree.newNode(IOVA_ANCHOR, IOVA_ANCHOR);
@@ -107,6 +115,7 @@ export class LinuxIovaDomain implements IovaDomain {
   }
 
   allocFast(size: number, limitPfn: number, flushRcache: boolean): number {
+    if (!this.rcache) return this.allocUncached(size, limitPfn);
     // Cached classes hold one size each: a range freed into one must have been allocated at that size.
     if (size < 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)) size = 1 << (32 - Math.clz32(size - 1));
     const cached = this.rcacheGet(size, limitPfn);
@@ -122,16 +131,11 @@ export class LinuxIovaDomain implements IovaDomain {
       this.freeGlobalCachedIovas();
       node = this.allocAndInsert(size, limitPfn, true);
     }
-    if (!node) {
-      this.counters.failures++;
-      return -1;
-    }
-    this.counters.allocs++;
-    return node.pfnLo;
+    return this.counted(node);
   }
 
   freeFast(pfn: number, size: number): void {
-    if (!this.rcacheInsert(pfn, size)) this.free(pfn);
+    if (!this.rcache || !this.rcacheInsert(pfn, size)) this.free(pfn);
   }
 
   stats(): IovaStats {
@@ -141,6 +145,21 @@ export class LinuxIovaDomain implements IovaDomain {
   /** For tests: the tree's invariants hold. */
   validate(): void {
     this.tree.validate();
+  }
+
+  /** alloc_iova_fast without the rcache: straight to the tree. */
+  private allocUncached(size: number, limitPfn: number): number {
+    this.counters.rcacheMisses++;
+    return this.counted(this.allocAndInsert(size, limitPfn, true));
+  }
+
+  private counted(node: IovaNode | undefined): number {
+    if (!node) {
+      this.counters.failures++;
+      return -1;
+    }
+    this.counters.allocs++;
+    return node.pfnLo;
   }
 
   /**

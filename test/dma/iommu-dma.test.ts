@@ -380,7 +380,7 @@ describe('default domains', () => {
       lowestIova: '0xffffc000',
       highestIova: '0xffffffff',
     });
-    expect(k.dmesg()).toContain('iommu-dma: unknown IOVA allocator iova=nonesuch, using linux');
+    expect(k.dmesg()).toContain('iommu-dma: unknown IOVA allocator iova=nonesuch, using linux-rcache');
   });
 });
 
