@@ -39,6 +39,12 @@ export interface IovaDomain {
   /** free_iova_fast: `size` as passed to allocFast; the range may be kept in a cache for reuse. */
   freeFast(pfn: number, size: number): void;
   stats(): IovaStats;
+  /**
+   * Bytes the allocator's own structures would take in a C kernel (tree
+   * nodes, bitmaps, magazines, hash buckets), counted from what it holds now:
+   * the benchmark's memory per live range.
+   */
+  footprintBytes(): number;
 }
 
 /** What a strategy is built from: the granule, the lowest pfn, and the CPUs and timers its caches use. */

@@ -17,6 +17,8 @@ const IOVA_ANCHOR = IOVA_MAX_PFN + 1;
 /** Size classes 1, 2, 4 ... 32 pfns are cached; larger ranges always use the tree. */
 export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
 export const IOVA_MAG_SIZE = 127;
+const IOVA_MAG_BYTES = 1024;
+const IOVA_NODE_BYTES = 64;
 /** How often the depot gives a magazine back to the tree while it holds more than one per CPU. */
 export const IOVA_DEPOT_DELAY_NS = 100e6;
 
@@ -140,6 +142,13 @@ export class LinuxIovaDomain implements IovaDomain {
 
   stats(): IovaStats {
     return { ...this.counters, ranges: this.tree.size - 1 };
+  }
+
+  /** struct iova in a SLAB_HWCACHE_ALIGN cache is 64 bytes; a magazine is 1 KiB. */
+  footprintBytes(): number {
+    let mags = this.spareMags.length;
+    for (const r of this.rcaches) mags += r.depot.length + 2 * this.params.cpus.count;
+    return this.tree.size * IOVA_NODE_BYTES + (this.rcache ? mags * IOVA_MAG_BYTES : 0);
   }
 
   /** For tests: the tree's invariants hold. */

@@ -280,3 +280,13 @@ describe('Linux IOVA allocator against a reference model (property)', () => {
     );
   });
 });
+
+describe('Linux IOVA allocator: footprint', () => {
+  it('counts 64 bytes a tree node and 1 KiB a magazine', () => {
+    const { iovad } = domain({ cpus: 2 });
+    const base = iovad.footprintBytes();
+    expect(base).toBe(64 + 6 * 2 * 2 * 1024); // the anchor; loaded and prev per class per CPU
+    iovad.alloc(1, DMA32_LIMIT, true);
+    expect(iovad.footprintBytes()).toBe(base + 64);
+  });
+});

@@ -132,7 +132,7 @@ export function describeIovaStrategy(name: string, create: IovaStrategy): void {
   describe(`IOVA strategy ${name}: shared properties`, () => {
     it('never hands out a range below startPfn, above the limit, unaligned, or overlapping a live or reserved one', () => {
       fc.assert(
-        fc.property(fc.constantFrom(1, 0x10, 0x100), reservedArb, fc.array(opArb, { maxLength: 200 }), (startPfn, reserved, ops) => {
+        fc.property(fc.constantFrom(1, 0x10, 0x100, 2 ** 45), reservedArb, fc.array(opArb, { maxLength: 200 }), (startPfn, reserved, ops) => {
           runSequence(create, startPfn, reserved, ops);
         }),
         { numRuns: 150 },
@@ -160,9 +160,12 @@ export function describeIovaStrategy(name: string, create: IovaStrategy): void {
     });
 
     it('hands out ranges above 2^53 bytes exactly and takes them back', () => {
-      const { iovad } = iovaDomain(create);
-      const pfns = [iovad.alloc(1, IOVA_MAX_PFN, true), iovad.allocFast(16, IOVA_MAX_PFN, true), iovad.allocFast(1, 2 ** 52 - 1, true)];
-      for (const pfn of pfns) expect(pfn).toBeGreaterThan(2 ** 41); // IOVA = pfn << 12 > 2^53
+      const startPfn = 2 ** 45; // a domain whose aperture starts at 2^57
+      const { iovad } = iovaDomain(create, { startPfn });
+      const pfns = [iovad.alloc(1, IOVA_MAX_PFN, true), iovad.allocFast(16, IOVA_MAX_PFN, true), iovad.allocFast(1, 2 ** 52 - 1, true, 2 ** 46)];
+      for (const pfn of pfns) expect(pfn).toBeGreaterThanOrEqual(startPfn);
+      expect(pfns[1]! % 16).toBe(0);
+      expect(new Set(pfns).size).toBe(3);
       iovad.free(pfns[0]!, 1);
       iovad.freeFast(pfns[1]!, 16);
       iovad.freeFast(pfns[2]!, 1);
