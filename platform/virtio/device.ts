@@ -97,6 +97,8 @@ export abstract class VirtioDeviceModel {
   private readonly kicked: boolean[];
   /** When each queue's server is next free: requests complete one after another. */
   private readonly busyUntil: number[];
+  /** Served chains waiting for their completion time, per queue, in completion order. */
+  private readonly completions: CompletionFifo[];
 
   private readonly statusHistory: { ts: number; status: string[] }[] = [];
   private readonly errors: { ts: number; reason: string; detail: string }[] = [];
@@ -123,6 +125,7 @@ export abstract class VirtioDeviceModel {
     this.queues = Array.from({ length: spec.numQueues }, (_, i) => new SplitQueue(i, opts.queueSize ?? 256, this.dma));
     this.kicked = new Array<boolean>(spec.numQueues).fill(false);
     this.busyUntil = new Array<number>(spec.numQueues).fill(0);
+    this.completions = Array.from({ length: spec.numQueues }, () => new CompletionFifo());
     this.config = new Uint8Array(spec.configSize);
     this.configView = new DataView(this.config.buffer);
   }
@@ -271,25 +274,44 @@ export abstract class VirtioDeviceModel {
     } while (q.enableNotification());
   }
 
-  /** Puts the chain on the used ring once the queue's server has spent `costNs` on it. */
+  /**
+   * Puts the chain on the used ring once the queue's server has spent
+   * `costNs` on it. Completion times only grow, so a queue needs one pending
+   * event at a time, not one per request.
+   */
   private complete(q: SplitQueue, chain: DescriptorChain, costNs: number): void {
-    const now = this.events.now;
-    const done = Math.max(now, this.busyUntil[q.index]!) + costNs;
+    const done = Math.max(this.events.now, this.busyUntil[q.index]!) + costNs;
     this.busyUntil[q.index] = done;
+    const fifo = this.completions[q.index]!;
+    fifo.add(chain, done);
+    if (fifo.length === 1) this.scheduleCompletions(q, fifo);
+  }
+
+  private scheduleCompletions(q: SplitQueue, fifo: CompletionFifo): void {
     const epoch = this.epoch;
-    this.events.schedule(done - now, () => {
+    this.events.schedule(fifo.nextDone - this.events.now, () => {
+      if (epoch === this.epoch) this.completeDue(q, fifo);
+    });
+  }
+
+  /** Every chain due by now goes on the used ring, each followed by its interrupt decision. */
+  private completeDue(q: SplitQueue, fifo: CompletionFifo): void {
+    const now = this.events.now;
+    while (fifo.length > 0 && fifo.nextDone <= now) {
+      const chain = fifo.take();
       // As QEMU's virtqueue_fill: a broken device writes nothing more.
-      if (epoch !== this.epoch || this.broken) return;
+      if (this.broken) continue;
       const head = chain.head;
       const len = chain.written;
       const err = q.push(chain, len);
       if (err) {
         this.virtioError(err.reason, err.detail);
-        return;
+        continue;
       }
       this.trace.on?.emit('virtqueue_flush', { dev: this.name, vq: q.index, head, len, idx: q.nextUsed });
       if (q.needsInterrupt()) this.signalUsed(q.index);
-    });
+    }
+    if (fifo.length > 0) this.scheduleCompletions(q, fifo);
   }
 
   protected signalUsed(queue: number): void {
@@ -331,11 +353,44 @@ export abstract class VirtioDeviceModel {
     for (const q of this.queues) q.reset();
     this.kicked.fill(false);
     this.busyUntil.fill(0);
+    for (const c of this.completions) c.clear();
     this.setStatusBits(0);
   }
 
   private setStatusBits(value: number): void {
     this.status = value;
     this.statusHistory.push({ ts: this.events.now, status: statusNames(value) });
+  }
+}
+
+/** A queue of served chains and their completion times, in the order they complete. */
+class CompletionFifo {
+  private chains: DescriptorChain[] = [];
+  private done: number[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.chains.length - this.head;
+  }
+
+  get nextDone(): number {
+    return this.done[this.head]!;
+  }
+
+  add(chain: DescriptorChain, done: number): void {
+    this.chains.push(chain);
+    this.done.push(done);
+  }
+
+  take(): DescriptorChain {
+    const chain = this.chains[this.head++]!;
+    if (this.head === this.chains.length) this.clear();
+    return chain;
+  }
+
+  clear(): void {
+    this.chains.length = 0;
+    this.done.length = 0;
+    this.head = 0;
   }
 }
