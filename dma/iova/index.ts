@@ -1,6 +1,8 @@
 // The IOVA allocation strategies a guest can pick with `iova=<name>`, each in
 // its own file behind the IovaDomain interface (dma/iova.ts).
 import type { IovaDomain, IovaDomainParams } from '../iova.ts';
+import { BitmapIovaDomain } from './bitmap.ts';
+import { BuddyIovaDomain } from './buddy.ts';
 import { LinuxIovaDomain } from './linux.ts';
 
 export type IovaStrategy = (params: IovaDomainParams) => IovaDomain;
@@ -11,4 +13,6 @@ export const DEFAULT_IOVA_STRATEGY = 'linux-rcache';
 export const IOVA_STRATEGIES: Readonly<Record<string, IovaStrategy>> = {
   linux: (p) => new LinuxIovaDomain(p, false),
   'linux-rcache': (p) => new LinuxIovaDomain(p, true),
+  bitmap: (p) => new BitmapIovaDomain(p),
+  buddy: (p) => new BuddyIovaDomain(p),
 };

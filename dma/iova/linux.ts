@@ -7,7 +7,8 @@
 // Invariants: the tree holds every live, cached and reserved range, disjoint,
 // plus the anchor above them all; each hint is a node in the tree; a magazine
 // holds ranges of exactly its class's size that the tree still holds.
-import { PerCpu } from '../../kernel/smp.ts';
+import { IovaMagazineCaches, IOVA_MAG_BYTES } from './magazines.ts';
+export { IOVA_MAG_SIZE, IOVA_DEPOT_DELAY_NS } from './magazines.ts';
 import type { IovaStats } from '../../abi/report.ts';
 import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { IovaRbTree, type IovaNode } from './rbtree.ts';
@@ -16,48 +17,11 @@ import { IovaRbTree, type IovaNode } from './rbtree.ts';
 const IOVA_ANCHOR = IOVA_MAX_PFN + 1;
 /** Size classes 1, 2, 4 ... 32 pfns are cached; larger ranges always use the tree. */
 export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
-export const IOVA_MAG_SIZE = 127;
-const IOVA_MAG_BYTES = 1024;
 const IOVA_NODE_BYTES = 64;
-/** How often the depot gives a magazine back to the tree while it holds more than one per CPU. */
-export const IOVA_DEPOT_DELAY_NS = 100e6;
 
 /** order_base_2 for a pfn count, or the first uncached class for anything above the cache range. */
 function rcacheClass(size: number): number {
   return size > 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1) ? IOVA_RANGE_CACHE_MAX_SIZE : 32 - Math.clz32(size - 1);
-}
-
-class IovaMagazine {
-  size = 0;
-  readonly pfns = new Float64Array(IOVA_MAG_SIZE);
-
-  /** The topmost pfn at or below `limitPfn`, swap-removed; -1 when none fits ("try harder" pop). */
-  pop(limitPfn: number): number {
-    for (let i = this.size - 1; i >= 0; i--) {
-      const pfn = this.pfns[i]!;
-      if (pfn <= limitPfn) {
-        this.pfns[i] = this.pfns[--this.size]!;
-        return pfn;
-      }
-    }
-    return -1;
-  }
-}
-
-interface CpuRcache {
-  loaded: IovaMagazine;
-  prev: IovaMagazine;
-}
-
-/** One size class: per-CPU loaded/prev magazines and a depot of full ones. */
-class IovaRcache {
-  readonly cpuRcaches: PerCpu<CpuRcache>;
-  readonly depot: IovaMagazine[] = [];
-  workPending = false;
-
-  constructor(params: IovaDomainParams) {
-    this.cpuRcaches = new PerCpu(params.cpus, () => ({ loaded: new IovaMagazine(), prev: new IovaMagazine() }));
-  }
 }
 
 export class LinuxIovaDomain implements IovaDomain {
@@ -69,13 +33,11 @@ export class LinuxIovaDomain implements IovaDomain {
   private cached32Node: IovaNode;
   /** The size of the last failed allocation: smaller ones may still fit below 4 GiB, larger ones fail at once. */
   private max32AllocSize: number;
-  private readonly rcaches: IovaRcache[];
-  /** Emptied magazines, reused before new ones are made. */
-  private readonly spareMags: IovaMagazine[] = [];
+  private readonly rcaches: IovaMagazineCaches;
   private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
 
   constructor(
-    private readonly params: IovaDomainParams,
+    params: IovaDomainParams,
     private readonly rcache = true,
   ) {
     this.startPfn = params.startPfn;
@@ -84,7 +46,7 @@ export class LinuxIovaDomain implements IovaDomain {
     this.tree.insert(anchor);
     this.cachedNode = this.cached32Node = anchor;
     this.max32AllocSize = this.dma32bitPfn;
-    this.rcaches = Array.from({ length: IOVA_RANGE_CACHE_MAX_SIZE }, () => new IovaRcache(params));
+    this.rcaches = new IovaMagazineCaches(params, IOVA_RANGE_CACHE_MAX_SIZE, (pfn) => this.free(pfn));
   }
 
   alloc(size: number, limitPfn: number, sizeAligned: boolean): number {
@@ -129,8 +91,7 @@ export class LinuxIovaDomain implements IovaDomain {
     this.counters.rcacheMisses++;
     let node = this.allocAndInsert(size, limitPfn, true);
     if (!node && flushRcache) {
-      for (let cpu = 0; cpu < this.params.cpus.count; cpu++) this.freeCpuCachedIovas(cpu);
-      this.freeGlobalCachedIovas();
+      this.rcaches.flush();
       node = this.allocAndInsert(size, limitPfn, true);
     }
     return this.counted(node);
@@ -146,9 +107,7 @@ export class LinuxIovaDomain implements IovaDomain {
 
   /** struct iova in a SLAB_HWCACHE_ALIGN cache is 64 bytes; a magazine is 1 KiB. */
   footprintBytes(): number {
-    let mags = this.spareMags.length;
-    for (const r of this.rcaches) mags += r.depot.length + 2 * this.params.cpus.count;
-    return this.tree.size * IOVA_NODE_BYTES + (this.rcache ? mags * IOVA_MAG_BYTES : 0);
+    return this.tree.size * IOVA_NODE_BYTES + (this.rcache ? this.rcaches.magazines() * IOVA_MAG_BYTES : 0);
   }
 
   /** For tests: the tree's invariants hold. */
@@ -224,74 +183,14 @@ export class LinuxIovaDomain implements IovaDomain {
 
   private rcacheGet(size: number, limitPfn: number): number {
     const cls = rcacheClass(size);
-    if (cls >= IOVA_RANGE_CACHE_MAX_SIZE) return -1;
-    const rcache = this.rcaches[cls]!;
-    const cpu = rcache.cpuRcaches.this_cpu;
-    if (cpu.loaded.size === 0) {
-      if (cpu.prev.size > 0) {
-        [cpu.loaded, cpu.prev] = [cpu.prev, cpu.loaded];
-      } else if (rcache.depot.length > 0) {
-        this.spareMags.push(cpu.loaded);
-        cpu.loaded = rcache.depot.pop()!;
-      } else {
-        return -1;
-      }
-    }
-    return cpu.loaded.pop(limitPfn + 1 - size);
+    return cls < IOVA_RANGE_CACHE_MAX_SIZE ? this.rcaches.get(cls, limitPfn + 1 - size) : -1;
   }
 
   private rcacheInsert(pfn: number, size: number): boolean {
     const cls = rcacheClass(size);
     if (cls >= IOVA_RANGE_CACHE_MAX_SIZE) return false;
-    const rcache = this.rcaches[cls]!;
-    const cpu = rcache.cpuRcaches.this_cpu;
-    if (cpu.loaded.size === IOVA_MAG_SIZE) {
-      if (cpu.prev.size < IOVA_MAG_SIZE) {
-        [cpu.loaded, cpu.prev] = [cpu.prev, cpu.loaded];
-      } else {
-        rcache.depot.push(cpu.loaded);
-        cpu.loaded = this.spareMags.pop() ?? new IovaMagazine();
-        this.scheduleDepotWork(rcache);
-      }
-    }
-    cpu.loaded.pfns[cpu.loaded.size++] = pfn;
+    this.rcaches.put(cls, pfn);
     return true;
-  }
-
-  /** iova_depot_work_func: trims the depot towards one magazine per CPU, one every IOVA_DEPOT_DELAY. */
-  private scheduleDepotWork(rcache: IovaRcache): void {
-    if (rcache.workPending) return;
-    rcache.workPending = true;
-    this.params.timers.add(IOVA_DEPOT_DELAY_NS, () => {
-      rcache.workPending = false;
-      if (rcache.depot.length <= this.params.cpus.count) return;
-      this.freeMagazinePfns(rcache.depot.pop()!);
-      this.scheduleDepotWork(rcache);
-    });
-  }
-
-  private freeCpuCachedIovas(cpu: number): void {
-    for (const rcache of this.rcaches) {
-      const c = rcache.cpuRcaches.on(cpu);
-      this.emptyMagazine(c.loaded);
-      this.emptyMagazine(c.prev);
-    }
-  }
-
-  private freeGlobalCachedIovas(): void {
-    for (const rcache of this.rcaches) {
-      while (rcache.depot.length > 0) this.freeMagazinePfns(rcache.depot.pop()!);
-    }
-  }
-
-  private freeMagazinePfns(mag: IovaMagazine): void {
-    this.emptyMagazine(mag);
-    this.spareMags.push(mag);
-  }
-
-  private emptyMagazine(mag: IovaMagazine): void {
-    for (let i = 0; i < mag.size; i++) this.free(mag.pfns[i]!);
-    mag.size = 0;
   }
 }
 
