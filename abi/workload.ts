@@ -15,10 +15,25 @@ export interface EntropyWorkload {
   readonly requestBytes: number;
 }
 
+/**
+ * One of the IOVA benchmark's operation streams (bench/iova/workloads.ts)
+ * replayed through the DMA API: every alloc a dma_map_page, every free a
+ * dma_unmap_page, on a real device behind the machine's IOMMU.
+ */
+export interface DmaWorkload {
+  /** The stream's name as `ivory bench iova --workload` takes it, e.g. `ring-48` or `nic:cpus=2`. */
+  readonly stream: string;
+  /** Measured operations (the build-up before them comes on top). */
+  readonly ops: number;
+  /** Which bound device maps: `virtio-blk` or `virtio-rng` (the first of its kind). */
+  readonly device: 'virtio-blk' | 'virtio-rng';
+}
+
 export interface Workload {
   readonly seed: number;
   readonly disk?: DiskWorkload;
   readonly entropy?: EntropyWorkload;
+  readonly dma?: DmaWorkload;
 }
 
 /** What the init program reports back. */
@@ -43,10 +58,25 @@ export interface EntropyResult {
   readonly head: string;
 }
 
+export interface DmaResult {
+  readonly device: string;
+  readonly stream: string;
+  /** All ops replayed, build-up included, and those in the measured phase. */
+  readonly ops: number;
+  readonly measuredOps: number;
+  readonly maps: number;
+  readonly unmaps: number;
+  /** dma_map_page calls that returned DMA_MAPPING_ERROR. */
+  readonly failedMaps: number;
+  /** Virtual time the measured phase took: the modelled cost of its maps and unmaps. */
+  readonly measuredVirtualNs: number;
+}
+
 export interface InitResult {
   readonly ok: boolean;
   readonly disk?: DiskResult;
   readonly entropy?: EntropyResult;
+  readonly dma?: DmaResult;
   readonly errors: readonly string[];
 }
 

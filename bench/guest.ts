@@ -1,6 +1,7 @@
 // The guest half every ring benchmark shares: the real kernel over a minimal
 // boot protocol, and a guest virtqueue on a virtio device whose transport is
 // one function (notify), so a kick runs the device model at once.
+import { fileURLToPath } from 'node:url';
 import type { Addr } from '../abi/addr.ts';
 import { hi32, lo32 } from '../abi/addr.ts';
 import type { BootProtocol } from '../abi/boot.ts';
@@ -51,4 +52,10 @@ export function programQueue(q: SplitQueue, vq: { num: number; descAddr: Addr; a
     q.setAddressWord(area, false, lo32(addr));
     q.setAddressWord(area, true, hi32(addr));
   }
+}
+
+/** The guest image: the built one when running from the bundle, the source under tsx (tests). */
+export function guestImage(): string {
+  const self = fileURLToPath(import.meta.url);
+  return self.endsWith('.mjs') ? fileURLToPath(new URL('./guest.mjs', import.meta.url)) : fileURLToPath(new URL('../kernel/main.ts', import.meta.url));
 }

@@ -3,8 +3,7 @@
 // end to end: the same workload without an IOMMU, behind it in strict mode and
 // in lazy mode, as modelled throughput (bytes per second of virtual time: what
 // the guest would see) and as the simulator's own wall-clock speed.
-import { benchGuest, programQueue } from './guest.ts';
-import { fileURLToPath } from 'node:url';
+import { benchGuest, guestImage, programQueue } from './guest.ts';
 import { DEVICE_ID, F, STATUS, bit } from '../abi/virtio.ts';
 import { VIRTIO_IOMMU_F, VIRTIO_IOMMU_T, VirtioIommuReqAttach, VirtioIommuReqMap, VirtioIommuReqUnmap, requestReadable } from '../abi/virtio-iommu.ts';
 import type { Segment } from '../drivers/virtio/virtqueue.ts';
@@ -17,7 +16,6 @@ import { HostTrace } from '../platform/trace.ts';
 import { runScenario } from '../cli/run.ts';
 import { parseScenario } from '../cli/scenario.ts';
 
-const GUEST = fileURLToPath(new URL('../kernel/main.ts', import.meta.url));
 const PAGE = 4096;
 
 export interface PairsResult {
@@ -128,9 +126,9 @@ export async function runDisk(bytes: number): Promise<DiskResult[]> {
       workload: { seed: 1, disk: { bytes, request_bytes: '64K', queue_depth: 16 } },
     };
     const s = parseScenario(doc);
-    await runScenario(s, GUEST); // warm-up
+    await runScenario(s, guestImage()); // warm-up
     const t0 = process.hrtime.bigint();
-    const { report, machine } = await runScenario(s, GUEST);
+    const { report, machine } = await runScenario(s, guestImage());
     const wall = Number(process.hrtime.bigint() - t0);
     machine.trace.enabled = false;
     if (!report.guest.workload?.disk?.verified) throw new Error(`${m.mode}: the disk data did not verify`);

@@ -127,8 +127,13 @@ export function formatReport(r: RunReport): string {
     out.push(`  disk     ${d.device}: wrote ${formatBytes(d.bytes)} pattern in ${d.requests / 2} requests of ${formatBytes(d.requestBytes)} (depth ${d.queueDepth}), read it back: ${d.verified ? 'every byte matches' : `${d.mismatchedBytes} bytes differ, ${d.failedRequests} requests failed`} (crc32 ${d.crc32})`);
   }
   if (w?.entropy) out.push(`  entropy  ${w.entropy.device}: ${formatBytes(w.entropy.bytes)} (crc32 ${w.entropy.crc32}, first bytes ${w.entropy.head})`);
+  if (w?.dma) {
+    const d = w.dma;
+    const perOp = d.measuredOps > 0 ? `, ${(d.measuredVirtualNs / d.measuredOps).toFixed(0)} ns of virtual time per measured op` : '';
+    out.push(`  dma      ${d.device}: stream ${d.stream}, ${d.ops} ops (${d.measuredOps} measured): ${d.maps} maps, ${d.unmaps} unmaps, ${d.failedMaps} failed maps${perOp}`);
+  }
   if (g.kernel.panic) out.push('  (did not finish: the kernel panicked)');
-  else if (!w?.disk && !w?.entropy) out.push('  (none)');
+  else if (!w?.disk && !w?.entropy && !w?.dma) out.push('  (none)');
   const t = g.dma.swiotlb;
   if (t) {
     out.push(`  swiotlb  pool at 0x${t.start.toString(16)}, ${t.nslabs} slots of 2 KiB: ${t.bounces} mappings bounced ${formatBytes(t.bytesBounced)}, high water ${t.hiwater} slots, ${t.used} in use`);

@@ -4,6 +4,7 @@
 // pci, mmio, got "usb"`).
 import { parse } from 'yaml';
 import type { Workload } from '../abi/workload.ts';
+import { resolveWorkload } from '../bench/iova/workloads.ts';
 import { SECTOR_SIZE } from '../abi/virtio-blk.ts';
 import { DEVICE_DEFAULTS, IOMMU_FEATURES, type DeviceConfig, type HostIommuConfig, type IommuConfig, type MachineConfig } from '../platform/config.ts';
 import { PRESETS, type Preset } from '../platform/presets.ts';
@@ -216,7 +217,7 @@ function parseIommu(v: unknown, preset: Preset): IommuConfig {
 function parseWorkload(v: unknown): Workload {
   const f = Fields.of('workload', v ?? {});
   const seed = f.int('seed', 1, 0, 2 ** 32 - 1);
-  const out: { seed: number; disk?: Workload['disk']; entropy?: Workload['entropy'] } = { seed };
+  const out: { seed: number; disk?: Workload['disk']; entropy?: Workload['entropy']; dma?: Workload['dma'] } = { seed };
   if (f.has('disk')) {
     const d = Fields.of('workload.disk', f.raw('disk'));
     const bytes = d.size('bytes', 2 ** 20);
@@ -232,6 +233,17 @@ function parseWorkload(v: unknown): Workload {
     out.entropy = { bytes: e.size('bytes', 4096), requestBytes: e.size('request_bytes', 512) };
     if (out.entropy.requestBytes === 0) throw new UsageError(e.name('request_bytes'), 'must be non-zero');
     e.done();
+  }
+  if (f.has('dma')) {
+    const d = Fields.of('workload.dma', f.raw('dma'));
+    const stream = d.str('stream', 'ring-48');
+    try {
+      resolveWorkload(stream);
+    } catch (e) {
+      throw new UsageError(d.name('stream'), (e as Error).message);
+    }
+    out.dma = { stream, ops: d.int('ops', 10_000, 1, 10_000_000), device: d.oneOf('device', ['virtio-blk', 'virtio-rng'] as const, 'virtio-blk') };
+    d.done();
   }
   f.done();
   return out;

@@ -4,16 +4,17 @@
 // entropy part reads the random device.
 import { Xoshiro128 } from '../abi/prng.ts';
 import { SECTOR_SIZE } from '../abi/virtio-blk.ts';
-import type { DiskResult, DiskWorkload, EntropyResult, EntropyWorkload, InitResult, Workload } from '../abi/workload.ts';
+import type { DiskResult, DiskWorkload, DmaResult, EntropyResult, EntropyWorkload, InitResult, Workload } from '../abi/workload.ts';
 import type { VirtioStack } from '../drivers/index.ts';
 import type { BlkStatus, VirtioBlk } from '../drivers/virtio-blk.ts';
 import { crc32 } from './crc32.ts';
+import { runDmaWorkload } from './dma-workload.ts';
 import type { Kernel } from './kernel.ts';
 import { PAGE_SIZE } from './page-alloc.ts';
 
 export function runInit(k: Kernel, stack: VirtioStack, w: Workload): InitResult {
   const errors: string[] = [];
-  const out: { disk?: DiskResult; entropy?: EntropyResult } = {};
+  const out: { disk?: DiskResult; entropy?: EntropyResult; dma?: DmaResult } = {};
   k.cpus.runOn(0, () => {
     if (w.disk) {
       const blk = stack.blk()[0];
@@ -24,6 +25,11 @@ export function runInit(k: Kernel, stack: VirtioStack, w: Workload): InitResult 
       const rng = stack.rng()[0];
       if (!rng) errors.push('init: workload.entropy: no virtio-rng device is bound');
       else out.entropy = runEntropy(rng, w.entropy);
+    }
+    if (w.dma) {
+      const vdev = w.dma.device === 'virtio-blk' ? stack.blk()[0]?.vdev : stack.rng()[0]?.vdev;
+      if (!vdev) errors.push(`init: workload.dma: no ${w.dma.device} device is bound`);
+      else out.dma = runDmaWorkload(k, vdev.dmaDev, w.dma, w.seed);
     }
   });
   for (const e of errors) k.log.err(e);

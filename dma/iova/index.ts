@@ -3,7 +3,10 @@
 import type { IovaDomain, IovaDomainParams } from '../iova.ts';
 import { BitmapIovaDomain } from './bitmap.ts';
 import { BuddyIovaDomain } from './buddy.ts';
+import { EiovarIovaDomain } from './eiovar.ts';
+import { IdentityIovaDomain } from './identity.ts';
 import { LinuxIovaDomain } from './linux.ts';
+import { VmemIovaDomain } from './vmem.ts';
 
 export type IovaStrategy = (params: IovaDomainParams) => IovaDomain;
 
@@ -15,4 +18,7 @@ export const IOVA_STRATEGIES: Readonly<Record<string, IovaStrategy>> = {
   'linux-rcache': (p) => new LinuxIovaDomain(p, true),
   bitmap: (p) => new BitmapIovaDomain(p),
   buddy: (p) => new BuddyIovaDomain(p),
+  vmem: (p) => new VmemIovaDomain(p),
+  eiovar: (p) => new EiovarIovaDomain(p),
+  identity: (p) => new IdentityIovaDomain(p),
 };
