@@ -1,6 +1,7 @@
 // The IOVA allocation strategies a guest can pick with `iova=<name>`, each in
 // its own file behind the IovaDomain interface (dma/iova.ts).
 import type { IovaDomain, IovaDomainParams } from '../iova.ts';
+import { AugmentedIovaDomain } from './augmented.ts';
 import { BitmapIovaDomain } from './bitmap.ts';
 import { BuddyIovaDomain } from './buddy.ts';
 import { EiovarIovaDomain } from './eiovar.ts';
@@ -16,6 +17,7 @@ export const DEFAULT_IOVA_STRATEGY = 'linux-rcache';
 export const IOVA_STRATEGIES: Readonly<Record<string, IovaStrategy>> = {
   linux: (p) => new LinuxIovaDomain(p, false),
   'linux-rcache': (p) => new LinuxIovaDomain(p, true),
+  augmented: (p) => new AugmentedIovaDomain(p),
   bitmap: (p) => new BitmapIovaDomain(p),
   buddy: (p) => new BuddyIovaDomain(p),
   vmem: (p) => new VmemIovaDomain(p),
