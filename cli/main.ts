@@ -11,8 +11,11 @@ import { toChromeTrace } from './trace.ts';
 
 const USAGE = `usage: ivory run [scenario.yaml] [--json] [--trace FILE] [--console]
        ivory replay <requests.json | qemu-trace.log> [--profile NAME] [--json]
+       ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--json] [--out DIR]
+       ivory bench ring|viommu [--json] [--ops N]
   run        boot a machine from a scenario file (default: scenarios/default.yaml) and print its report
   replay     send raw virtio-iommu requests to the device model and print each status
+  bench      run a benchmark from the benchmark bundle (docs/benchmarks.md, docs/iova-bench.md)
   --json     print the report as JSON (version ${1})
   --trace    also write guest and host trace events as Chrome Trace JSON (open in Perfetto)
   --console  also print the guest's console (dmesg at its log level)`;

@@ -1,0 +1,67 @@
+// Latency summaries for the IOVA benchmark. Percentiles are nearest-rank:
+// the p-th percentile of n sorted samples is sample ceil(p/100 * n) (1-based),
+// so every figure reported is a latency that was actually measured.
+
+/** ns figures of one kind of operation. */
+export interface LatencySummary {
+  /** Samples (operations timed). */
+  readonly count: number;
+  readonly mean: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly p999: number;
+  readonly p9999: number;
+  readonly max: number;
+}
+
+export const EMPTY_SUMMARY: LatencySummary = { count: 0, mean: 0, p50: 0, p90: 0, p99: 0, p999: 0, p9999: 0, max: 0 };
+
+/** Nearest-rank percentile of ascending `sorted` (length n > 0). */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  const n = sorted.length;
+  if (n === 0) return 0;
+  // The tiny shave keeps float error (99.9 / 100 * 1000 = 999.0000000000001) from moving an exact rank up.
+  const rank = Math.ceil((p / 100) * n * (1 - 1e-12));
+  return sorted[Math.min(n, Math.max(1, rank)) - 1]!;
+}
+
+/** Summarises the first `n` samples of `samples`; sorts that part in place. */
+export function summarize(samples: Float64Array, n = samples.length): LatencySummary {
+  if (n === 0) return EMPTY_SUMMARY;
+  const s = samples.subarray(0, n).sort();
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += s[i]!;
+  return { count: n, mean: sum / n, p50: percentile(s, 50), p90: percentile(s, 90), p99: percentile(s, 99), p999: percentile(s, 99.9), p9999: percentile(s, 99.99), max: s[n - 1]! };
+}
+
+export function median(xs: readonly number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Each field the median of that field over the repetitions. */
+export function medianSummary(runs: readonly LatencySummary[]): LatencySummary {
+  if (runs.length === 0) return EMPTY_SUMMARY;
+  const f = (k: keyof LatencySummary) => median(runs.map((r) => r[k]));
+  return { count: runs[0]!.count, mean: f('mean'), p50: f('p50'), p90: f('p90'), p99: f('p99'), p999: f('p999'), p9999: f('p9999'), max: f('max') };
+}
+
+/**
+ * The cost of timing one operation: the median of `t1 - t0` for two
+ * performance.now() calls with nothing between them, in ns. The runner
+ * subtracts it from every per-op sample (clamping at 0).
+ */
+export function timerOverheadNs(samples = 200_000): number {
+  const d = new Float64Array(samples);
+  for (let r = 0; r < 2; r++) {
+    for (let i = 0; i < samples; i++) {
+      const t0 = performance.now();
+      const t1 = performance.now();
+      d[i] = (t1 - t0) * 1e6;
+    }
+  }
+  return percentile(d.sort(), 50);
+}
