@@ -1,6 +1,7 @@
 // `ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S]
-// [--reps N] [--latency-reps N] [--json] [--out DIR]`: every strategy of
-// dma/iova/index.ts on every workload of bench/iova/workloads.ts.
+// [--reps N] [--latency-reps N] [--json] [--out DIR] [--e2e]`: every strategy of
+// dma/iova/index.ts on every workload of bench/iova/workloads.ts; with --e2e
+// also through the DMA API and the virtio-iommu (bench/iova/e2e.ts).
 //
 // Run from the bundle (dist/bench.mjs), each cell runs in a worker thread of
 // its own, one at a time: a fresh heap and fresh JIT feedback per strategy,
@@ -10,10 +11,13 @@ import { Worker } from 'node:worker_threads';
 import { cpus as osCpus } from 'node:os';
 import { IOVA_STRATEGIES } from '../../dma/iova/index.ts';
 import { formatScaling, formatSweep, formatTable, writeOut, type ErrorRow, type Machine, type Row, type ScalingPoint, type SweepPoint } from './report.ts';
+import { runE2eCell } from './e2e.ts';
 import { runCell, timerOverhead, type CellResult, type CellSpec } from './runner.ts';
 import { resolveWorkload, WORKLOADS, type Workload } from './workloads.ts';
 
-export const USAGE = 'usage: ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--reps N] [--latency-reps N] [--json] [--out DIR]';
+export const USAGE = 'usage: ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--reps N] [--latency-reps N] [--json] [--out DIR] [--e2e]';
+/** Measured ops of an end-to-end cell unless --ops says otherwise: each is a MAP or UNMAP round trip. */
+const E2E_OPS = 5_000;
 
 /** CPU counts the nic workload runs at for the scaling figure. */
 export const SCALING_CPUS = [1, 2, 4, 8, 16];
@@ -31,6 +35,7 @@ export interface IovaArgs {
   readonly latencyReps: number;
   readonly json: boolean;
   readonly out: string | undefined;
+  readonly e2e: boolean;
 }
 
 /** A bad argument: printed as one line, exit code 2. */
@@ -63,6 +68,7 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
   let latencyReps = 3;
   let json = false;
   let out: string | undefined;
+  let e2e = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     switch (a) {
@@ -96,6 +102,9 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
       case '--json':
         json = true;
         break;
+      case '--e2e':
+        e2e = true;
+        break;
       case '--out': {
         const d = argv[++i];
         if (d === undefined || d.startsWith('--')) throw new ArgError(a, 'needs a directory');
@@ -106,7 +115,7 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
         throw new ArgError(a, a.startsWith('-') ? `unknown option (${USAGE})` : 'unexpected argument');
     }
   }
-  return { strategies: chosen, workloads, ops, seed, reps, latencyReps, json, out };
+  return { strategies: chosen, workloads, ops, seed, reps, latencyReps, json, out, e2e };
 }
 
 // ---------------------------------------------------------------- cells
@@ -292,6 +301,8 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
     rows[idx] = { ...row, ...(e.scaling.length ? { cpu_scaling: e.scaling } : {}), ...(e.sweep.length ? { live_sweep: e.sweep } : {}) };
   }
 
+  if (args.e2e) await addEndToEnd(rows, args, progress);
+
   const overhead = rows.find((r) => r.error === undefined && r.timer_overhead_ns > 0);
   const overheadNs = overhead && overhead.error === undefined ? overhead.timer_overhead_ns : timerOverhead();
   if (args.json) print(JSON.stringify(rows, null, 2));
@@ -304,10 +315,41 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
     if (scaling) print(`\nnic: ns per alloc+free pair with N simulated CPUs (one TX queue each; a single JS thread, so this is cache behaviour, not lock contention)\n${scaling}`);
     const sweep = formatSweep(rows);
     if (sweep) print(`\nlong-short: ns per alloc+free pair against live single-page ranges\n${sweep}`);
+    if (args.e2e) print(`\nend to end: each op a dma_map_page or dma_unmap_page through iommu-dma, the virtio-iommu driver and the device model (lazy invalidation)\n${formatEndToEnd(rows)}`);
   }
   if (args.out) {
     const files = writeOut(args.out, rows, { machine, timerOverheadNs: overheadNs, workloads: args.workloads });
     warn(`bench iova: wrote ${files.length} files to ${args.out} (open ${args.out}/index.html)`);
   }
   return rows.some((r) => r.error !== undefined) ? 1 : 0;
+}
+
+/**
+ * Runs each row's stream through the whole stack and puts the figures in the
+ * row: the simulator's wall ns per op, the modelled virtual ns per op, and the
+ * allocator's share of the wall time (its own ns per op from the row).
+ */
+async function addEndToEnd(rows: Row[], args: IovaArgs, progress: Progress): Promise<void> {
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    if (row.error !== undefined) continue;
+    progress.update(i, `end to end: ${row.strategy} ${row.workload}`, true);
+    const e2e = await runE2eCell({ strategy: row.strategy, workload: row.workload, ops: args.ops ?? E2E_OPS, seed: args.seed, strict: false });
+    const allocatorNsPerOp = row.pair_ns_mean / 2;
+    rows[i] = { ...row, e2e: { ...e2e, allocator_share: e2e.wall_ns_per_op > 0 ? Math.min(1, allocatorNsPerOp / e2e.wall_ns_per_op) : null } };
+  }
+  progress.clear();
+}
+
+function formatEndToEnd(rows: readonly Row[]): string {
+  const head = ['strategy', 'workload', 'ops', 'allocator ns/op', 'whole stack ns/op', 'allocator share', 'virtual ns/op', 'MAP', 'UNMAP', 'failed maps'];
+  const body = rows.flatMap((r) => {
+    if (r.error !== undefined || !r.e2e) return [];
+    const e = r.e2e;
+    const share = e.allocator_share === null ? '-' : `${(e.allocator_share * 100).toFixed(1)}%`;
+    return [[r.strategy, r.workload, String(e.ops), (r.pair_ns_mean / 2).toFixed(0), String(e.wall_ns_per_op), share, String(e.virtual_ns_per_op), String(e.map_requests), String(e.unmap_requests), String(e.failed_maps)]];
+  });
+  const width = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(width[i]!) : c.padStart(width[i]!))).join('  ');
+  return [line(head), ...body.map(line)].join('\n');
 }

@@ -1,5 +1,6 @@
 // What `ivory bench iova` prints and writes: the rows --json prints, the
 // text table, and with --out the SVG plots and the index.html showing them.
+import type { E2eRow } from './e2e.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CellResult } from './runner.ts';
@@ -27,7 +28,12 @@ export interface SweepPoint {
 }
 
 /** One strategy x workload: what --json prints, one per element of its array. */
-export type Row = (CellResult & Machine & { readonly cpu_scaling?: readonly ScalingPoint[]; readonly live_sweep?: readonly SweepPoint[]; readonly error?: undefined }) | ErrorRow;
+/** A row's end-to-end figures (--e2e): the stream through the DMA API and the virtio-iommu. */
+export type EndToEnd = E2eRow & { readonly allocator_share: number | null };
+
+export type Row =
+  | (CellResult & Machine & { readonly cpu_scaling?: readonly ScalingPoint[]; readonly live_sweep?: readonly SweepPoint[]; readonly e2e?: EndToEnd; readonly error?: undefined })
+  | ErrorRow;
 
 /** A cell whose strategy threw: no figures, the message instead. */
 export interface ErrorRow extends Machine {
