@@ -19,11 +19,6 @@ const IOVA_ANCHOR = IOVA_MAX_PFN + 1;
 export const IOVA_RANGE_CACHE_MAX_SIZE = 6;
 const IOVA_NODE_BYTES = 64;
 
-/** order_base_2 for a pfn count, or the first uncached class for anything above the cache range. */
-function rcacheClass(size: number): number {
-  return size > 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1) ? IOVA_RANGE_CACHE_MAX_SIZE : 32 - Math.clz32(size - 1);
-}
-
 export class LinuxIovaDomain implements IovaDomain {
   readonly startPfn: number;
   /** dma_32bit_pfn: the first pfn at or above 4 GiB. */
@@ -34,7 +29,11 @@ export class LinuxIovaDomain implements IovaDomain {
   /** The size of the last failed allocation: smaller ones may still fit below 4 GiB, larger ones fail at once. */
   private max32AllocSize: number;
   private readonly rcaches: IovaMagazineCaches;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  // The counters IovaStats reports, as plain fields: one load and store each on the hot path.
+  private allocs = 0;
+  private failures = 0;
+  private rcacheHits = 0;
+  private rcacheMisses = 0;
 
   constructor(
     params: IovaDomainParams,
@@ -80,29 +79,29 @@ export class LinuxIovaDomain implements IovaDomain {
 
   allocFast(size: number, limitPfn: number, flushRcache: boolean): number {
     if (!this.rcache) return this.allocUncached(size, limitPfn);
-    // Cached classes hold one size each: a range freed into one must have been allocated at that size.
-    if (size < 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)) size = 1 << (32 - Math.clz32(size - 1));
-    const cached = this.rcacheGet(size, limitPfn);
-    if (cached >= 0) {
-      this.counters.rcacheHits++;
-      this.counters.allocs++;
-      return cached;
+    if (size <= 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)) {
+      // Cached classes hold one size each: a range freed into one must have been allocated at that size.
+      const cls = (32 - Math.clz32(size - 1)) & 31; // as 1 << (32 - clz): a size of 0 rounds to 1
+      size = 1 << cls;
+      const cached = this.rcaches.get(cls, limitPfn + 1 - size);
+      if (cached >= 0) {
+        this.rcacheHits++;
+        this.allocs++;
+        return cached;
+      }
     }
-    this.counters.rcacheMisses++;
-    let node = this.allocAndInsert(size, limitPfn, true);
-    if (!node && flushRcache) {
-      this.rcaches.flush();
-      node = this.allocAndInsert(size, limitPfn, true);
-    }
-    return this.counted(node);
+    return this.allocMiss(size, limitPfn, flushRcache);
   }
 
   freeFast(pfn: number, size: number): void {
-    if (!this.rcache || !this.rcacheInsert(pfn, size)) this.free(pfn);
+    // order_base_2(size); anything above the cached sizes (or no size at all) goes to the tree.
+    const cls = size > 1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1) ? IOVA_RANGE_CACHE_MAX_SIZE : 32 - Math.clz32(size - 1);
+    if (this.rcache && cls < IOVA_RANGE_CACHE_MAX_SIZE) this.rcaches.put(cls, pfn);
+    else this.free(pfn);
   }
 
   stats(): IovaStats {
-    return { ...this.counters, ranges: this.tree.size - 1 };
+    return { allocs: this.allocs, failures: this.failures, rcacheHits: this.rcacheHits, rcacheMisses: this.rcacheMisses, ranges: this.tree.size - 1 };
   }
 
   /** struct iova in a SLAB_HWCACHE_ALIGN cache is 64 bytes; a magazine is 1 KiB. */
@@ -117,16 +116,27 @@ export class LinuxIovaDomain implements IovaDomain {
 
   /** alloc_iova_fast without the rcache: straight to the tree. */
   private allocUncached(size: number, limitPfn: number): number {
-    this.counters.rcacheMisses++;
+    this.rcacheMisses++;
     return this.counted(this.allocAndInsert(size, limitPfn, true));
+  }
+
+  /** alloc_iova_fast after an rcache miss (`size` already rounded): the tree, then once more after a flush. */
+  private allocMiss(size: number, limitPfn: number, flushRcache: boolean): number {
+    this.rcacheMisses++;
+    let node = this.allocAndInsert(size, limitPfn, true);
+    if (!node && flushRcache) {
+      this.rcaches.flush();
+      node = this.allocAndInsert(size, limitPfn, true);
+    }
+    return this.counted(node);
   }
 
   private counted(node: IovaNode | undefined): number {
     if (!node) {
-      this.counters.failures++;
+      this.failures++;
       return -1;
     }
-    this.counters.allocs++;
+    this.allocs++;
     return node.pfnLo;
   }
 
@@ -179,18 +189,6 @@ export class LinuxIovaDomain implements IovaDomain {
     if (node.pfnLo < this.dma32bitPfn) this.max32AllocSize = this.dma32bitPfn;
     if (node.pfnLo >= this.cachedNode.pfnLo) this.cachedNode = this.tree.next(node)!;
     this.tree.erase(node);
-  }
-
-  private rcacheGet(size: number, limitPfn: number): number {
-    const cls = rcacheClass(size);
-    return cls < IOVA_RANGE_CACHE_MAX_SIZE ? this.rcaches.get(cls, limitPfn + 1 - size) : -1;
-  }
-
-  private rcacheInsert(pfn: number, size: number): boolean {
-    const cls = rcacheClass(size);
-    if (cls >= IOVA_RANGE_CACHE_MAX_SIZE) return false;
-    this.rcaches.put(cls, pfn);
-    return true;
   }
 }
 
