@@ -42,6 +42,15 @@ import { GapTree, NIL, alignDown } from './gap-tree.ts';
  */
 const GAP_NODE_BYTES = 64;
 
+/** 2^k for k = 0 .. 32, so that rounding a size up costs no Math.pow. */
+const POW2_32 = Float64Array.from({ length: 33 }, (_, k) => 2 ** k);
+
+/** roundupPow2, without Math.pow for the sizes a request has. */
+function alignOf(size: number): number {
+  if (size <= 1) return 1;
+  return size <= 2 ** 31 ? POW2_32[32 - Math.clz32(size - 1)]! : roundupPow2(size);
+}
+
 export class AugmentedIovaDomain implements IovaDomain {
   readonly startPfn: number;
   private readonly tree: GapTree;
@@ -53,7 +62,7 @@ export class AugmentedIovaDomain implements IovaDomain {
   }
 
   alloc(size: number, limitPfn: number, sizeAligned: boolean): number {
-    return this.allocRange(size, limitPfn, sizeAligned ? roundupPow2(size) : 1);
+    return this.allocRange(size, limitPfn, sizeAligned ? alignOf(size) : 1);
   }
 
   /** Finds the range holding `pfn`, as iova.c does; the size is not needed. */
@@ -76,7 +85,7 @@ export class AugmentedIovaDomain implements IovaDomain {
   /** Always size-aligned, no caches: every call is a miss that goes to the tree. */
   allocFast(size: number, limitPfn: number, _flushRcache: boolean, _physPfn?: number): number {
     this.counters.rcacheMisses++;
-    const pfn = this.allocRange(size, limitPfn, roundupPow2(size));
+    const pfn = this.allocRange(size, limitPfn, alignOf(size));
     if (pfn < 0) this.counters.failures++;
     else this.counters.allocs++;
     return pfn;

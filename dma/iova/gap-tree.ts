@@ -47,17 +47,35 @@ const HEIGHT = 15;
 /** Deepest an AVL tree of 2^53 nodes can be, with room to spare. */
 const MAX_HEIGHT = 96;
 
+/** 2^k and 2^-k for k = 0 .. 63: exact, and no Math.pow in the hot paths. */
+const POW2 = new Float64Array(64);
+const INV_POW2 = new Float64Array(64);
+for (let k = 0; k < 64; k++) {
+  POW2[k] = 2 ** k;
+  INV_POW2[k] = 2 ** -k;
+}
+const TWO_32 = 4294967296;
+const INV_TWO_32 = 1 / TWO_32;
+
+/** floor(log2(n)) for an integer 1 <= n < 2^54, by clz32 on its two 32-bit halves. */
+function log2Floor(n: number): number {
+  // clz32 truncates its argument to 32 bits: n / 2^32 (exact) truncates to n's high half.
+  return n < TWO_32 ? 31 - Math.clz32(n) : 63 - Math.clz32(n * INV_TWO_32);
+}
+
 /** alignedFit: the largest `s` that fits in [lo, hi] at a multiple of roundupPow2(s); 0 if the gap is empty. */
 export function alignedFit(lo: number, hi: number): number {
   const len = hi - lo + 1;
   if (len <= 0) return 0;
   // An interval of len >= 2m - 1 pfns holds an aligned block of m, so the
-  // largest aligned block is floorPow2(len) or half of it.
-  let block = floorPow2(len);
-  if (alignUp(lo, block) + block - 1 > hi) block /= 2;
+  // largest aligned block is floorPow2(len) or half of it. Scaling by a power
+  // of two is exact, so ceil(lo * 2^-k) * 2^k is alignUp(lo, 2^k) exactly.
+  let k = log2Floor(len);
+  if (Math.ceil(lo * INV_POW2[k]!) * POW2[k]! + POW2[k]! - 1 > hi) k--; // never below 0: a block of 1 always fits
+  const block = POW2[k]!;
   // Sizes between block and 2 * block need 2 * block alignment: they fit
   // from the first such boundary in the gap up to its end (less than 2 * block).
-  const tail = hi - alignUp(lo, 2 * block) + 1;
+  const tail = hi - Math.ceil(lo * INV_POW2[k + 1]!) * POW2[k + 1]! + 1;
   return tail > block ? tail : block;
 }
 
@@ -165,19 +183,28 @@ export class GapTree {
         n = w[2 * n + RIGHT];
       }
     }
-    this.lastVisited = visited;
-    const top = Math.min(f[above + LO] - 1, limit);
-    if (alignDown(top - size + 1, align) >= f[above + GAP_LO]) return above;
+    const top = Math.min(f[above + LO]! - 1, limit);
+    if (alignDown(top - size + 1, align) >= f[above + GAP_LO]!) {
+      this.lastVisited = visited;
+      return above;
+    }
 
     const aligned = align > 1; // align 1: any pfn will do, so the gap's length decides
     const subtreeMax = aligned ? MAX_FIT : MAX_GAP;
     while (depth > 0) {
-      const n = below[--depth];
-      this.lastVisited++;
-      if (this.ownGapFits(n, size, aligned)) return n;
-      const l = w[2 * n + LEFT];
-      if (f[l + subtreeMax] >= size) return this.highestFit(l, size, aligned);
+      const n = below[--depth]!;
+      visited++;
+      if (aligned ? f[n + FIT]! >= size : f[n + LO]! - f[n + GAP_LO]! >= size) {
+        this.lastVisited = visited;
+        return n;
+      }
+      const l = w[2 * n + LEFT]!;
+      if (f[l + subtreeMax]! >= size) {
+        this.lastVisited = visited;
+        return this.highestFit(l, size, aligned);
+      }
     }
+    this.lastVisited = visited;
     return NIL;
   }
 
@@ -259,25 +286,22 @@ export class GapTree {
     if (count !== this.size) throw new Error(`gap tree: size ${this.size} but ${count} nodes`);
   }
 
-  /** The gap below n, whole: its length decides an unaligned request, its fit an aligned one. */
-  private ownGapFits(n: number, size: number, aligned: boolean): boolean {
-    const f = this.f;
-    return aligned ? f[n + FIT] >= size : f[n + LO] - f[n + GAP_LO] >= size;
-  }
-
   /** The highest node in a subtree known to hold a fitting gap: right subtree, then the node, then left. */
   private highestFit(n: number, size: number, aligned: boolean): number {
     const f = this.f;
     const w = this.w;
     const subtreeMax = aligned ? MAX_FIT : MAX_GAP;
+    let visited = this.lastVisited;
     for (;;) {
-      this.lastVisited++;
-      const r = w[2 * n + RIGHT];
-      if (f[r + subtreeMax] >= size) n = r;
-      else if (this.ownGapFits(n, size, aligned)) return n;
-      else n = w[2 * n + LEFT]; // the subtree maximum is there
+      visited++;
+      const r = w[2 * n + RIGHT]!;
+      if (f[r + subtreeMax]! >= size) n = r;
+      else if (aligned ? f[n + FIT]! >= size : f[n + LO]! - f[n + GAP_LO]! >= size) break;
+      else n = w[2 * n + LEFT]!; // the subtree maximum is there
       if (n === NIL) throw new Error('gap tree: subtree maxima are stale'); // BUG_ON, not a loop on NIL
     }
+    this.lastVisited = visited;
+    return n;
   }
 
   private newNode(lo: number, hi: number): number {
@@ -315,14 +339,22 @@ export class GapTree {
   private pull(n: number): boolean {
     const f = this.f;
     const w = this.w;
-    const l = w[2 * n + LEFT];
-    const r = w[2 * n + RIGHT];
-    const hl = this.height(l);
-    const hr = this.height(r);
+    const l = w[2 * n + LEFT]!;
+    const r = w[2 * n + RIGHT]!;
+    const hl = w[2 * l + HEIGHT]!;
+    const hr = w[2 * r + HEIGHT]!;
     const height = (hl > hr ? hl : hr) + 1;
-    const maxGap = max3(f[n + LO] - f[n + GAP_LO], f[l + MAX_GAP], f[r + MAX_GAP]);
-    const maxFit = max3(f[n + FIT], f[l + MAX_FIT], f[r + MAX_FIT]);
-    if (height === this.height(n) && maxGap === f[n + MAX_GAP] && maxFit === f[n + MAX_FIT]) return false;
+    let maxGap = f[n + LO]! - f[n + GAP_LO]!;
+    let x = f[l + MAX_GAP]!;
+    if (x > maxGap) maxGap = x;
+    x = f[r + MAX_GAP]!;
+    if (x > maxGap) maxGap = x;
+    let maxFit = f[n + FIT]!;
+    x = f[l + MAX_FIT]!;
+    if (x > maxFit) maxFit = x;
+    x = f[r + MAX_FIT]!;
+    if (x > maxFit) maxFit = x;
+    if (height === w[2 * n + HEIGHT] && maxGap === f[n + MAX_GAP] && maxFit === f[n + MAX_FIT]) return false;
     w[2 * n + HEIGHT] = height;
     f[n + MAX_GAP] = maxGap;
     f[n + MAX_FIT] = maxFit;
@@ -342,21 +374,21 @@ export class GapTree {
     while (n !== NIL) {
       const atDirty = n === dirty; // a rotation here would move it down: remember
       let changed = this.pull(n);
-      const l = w[2 * n + LEFT];
-      const r = w[2 * n + RIGHT];
-      const balance = this.height(l) - this.height(r);
+      const l = w[2 * n + LEFT]!;
+      const r = w[2 * n + RIGHT]!;
+      const balance = w[2 * l + HEIGHT]! - w[2 * r + HEIGHT]!;
       if (balance > 1) {
-        if (this.height(w[2 * l + LEFT]) < this.height(w[2 * l + RIGHT])) this.rotateLeft(l);
+        if (w[2 * w[2 * l + LEFT]! + HEIGHT]! < w[2 * w[2 * l + RIGHT]! + HEIGHT]!) this.rotateLeft(l);
         n = this.rotateRight(n);
         changed = true;
       } else if (balance < -1) {
-        if (this.height(w[2 * r + RIGHT]) < this.height(w[2 * r + LEFT])) this.rotateRight(r);
+        if (w[2 * w[2 * r + RIGHT]! + HEIGHT]! < w[2 * w[2 * r + LEFT]! + HEIGHT]!) this.rotateRight(r);
         n = this.rotateLeft(n);
         changed = true;
       }
       if (!changed && aboveDirty) return;
       if (atDirty) aboveDirty = true;
-      n = this.parent(n);
+      n = w[2 * n + PARENT]!;
     }
   }
 
@@ -413,17 +445,5 @@ export class GapTree {
   }
 }
 
-const max3 = (a: number, b: number, c: number): number => (a > b ? (a > c ? a : c) : b > c ? b : c);
-
 /** Exact for powers of two and pfns below 2^53: division by a power of two loses nothing. */
 export const alignDown = (pfn: number, align: number): number => (align === 1 ? pfn : Math.floor(pfn / align) * align);
-const alignUp = (pfn: number, align: number): number => (align === 1 ? pfn : Math.ceil(pfn / align) * align);
-
-/** The largest power of two at or below n (n >= 1, below 2^54). */
-function floorPow2(n: number): number {
-  if (n < 2 ** 31) return 2 ** (31 - Math.clz32(n));
-  let p = 2 ** Math.floor(Math.log2(n)); // log2 may round either way this far up
-  if (p > n) p /= 2;
-  else if (p * 2 <= n) p *= 2;
-  return p;
-}
