@@ -47,6 +47,29 @@ export interface IovaDomain {
   footprintBytes(): number;
 }
 
+/** The allocFast half of IovaStats, counted the one way every strategy counts it. */
+export class IovaFastCounters {
+  allocs = 0;
+  failures = 0;
+  rcacheHits = 0;
+  rcacheMisses = 0;
+
+  /** A cache served the allocation. */
+  hit(pfn: number): number {
+    this.rcacheHits++;
+    this.allocs++;
+    return pfn;
+  }
+
+  /** The allocator proper answered `pfn`, -1 when it found no space. */
+  miss(pfn: number): number {
+    this.rcacheMisses++;
+    if (pfn < 0) this.failures++;
+    else this.allocs++;
+    return pfn;
+  }
+}
+
 /** What a strategy is built from: the granule, the lowest pfn, and the CPUs and timers its caches use. */
 export interface IovaDomainParams {
   readonly granuleShift: number;

@@ -29,7 +29,7 @@
 //   reserve: O((k + 1) log n) for the k ranges it overlaps. Unlike iova.c it
 //     extends none of them: the holes between them become ranges of their own.
 import type { IovaStats } from '../../abi/report.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
+import { IOVA_MAX_PFN, IovaFastCounters, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { GapTree, NIL, alignDown } from './gap-tree.ts';
 
 /**
@@ -54,7 +54,7 @@ function alignOf(size: number): number {
 export class AugmentedIovaDomain implements IovaDomain {
   readonly startPfn: number;
   private readonly tree: GapTree;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(params: IovaDomainParams) {
     this.startPfn = params.startPfn;
@@ -84,11 +84,7 @@ export class AugmentedIovaDomain implements IovaDomain {
 
   /** Always size-aligned, no caches: every call is a miss that goes to the tree. */
   allocFast(size: number, limitPfn: number, _flushRcache: boolean, _physPfn?: number): number {
-    this.counters.rcacheMisses++;
-    const pfn = this.allocRange(size, limitPfn, alignOf(size));
-    if (pfn < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return pfn;
+    return this.counters.miss(this.allocRange(size, limitPfn, alignOf(size)));
   }
 
   freeFast(pfn: number, size: number): void {

@@ -45,7 +45,7 @@
 // worst O(pool pfns / 32) word reads per pass, over at most nr_pools + 2
 // passes (full windows cost O(1)). free is O(size / 32): it clears bits.
 import type { IovaStats } from '../../abi/report.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
+import { IOVA_MAX_PFN, IovaFastCounters, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 
 const WINDOW_SHIFT = 15;
 const WINDOW_PFNS = 1 << WINDOW_SHIFT;
@@ -100,7 +100,7 @@ export class BitmapIovaDomain implements IovaDomain {
   private lastLimit = -1;
   private lastTable: IommuTable | undefined;
   private live = 0;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(private readonly params: IovaDomainParams) {
     this.startPfn = params.startPfn;
@@ -127,11 +127,7 @@ export class BitmapIovaDomain implements IovaDomain {
 
   /** No caches: every call is a miss that goes to the bitmap. */
   allocFast(size: number, limitPfn: number, _flushRcache: boolean): number {
-    this.counters.rcacheMisses++;
-    const pfn = this.alloc(size, limitPfn, true);
-    if (pfn < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return pfn;
+    return this.counters.miss(this.alloc(size, limitPfn, true));
   }
 
   freeFast(pfn: number, size: number): void {

@@ -40,7 +40,7 @@
 // splits the block found, O(order) inserts of O(log n); free is O(order)
 // buddy lookups and merges, each O(log n).
 import type { IovaStats } from '../../abi/report.ts';
-import { IOVA_MAX_PFN, type IovaDomain, type IovaDomainParams } from '../iova.ts';
+import { IOVA_MAX_PFN, IovaFastCounters, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { IovaRbTree, type IovaNode } from './rbtree.ts';
 
 /** The largest block: 2^52 pfns, a 64-bit space of 4 KiB pages. */
@@ -72,7 +72,7 @@ export class BuddyIovaDomain implements IovaDomain {
   // Pfn totals, for validate(): free + live + reserved = the whole space.
   private livePfns = 0;
   private reservedPfns = 0;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(params: IovaDomainParams) {
     this.startPfn = params.startPfn;
@@ -123,11 +123,7 @@ export class BuddyIovaDomain implements IovaDomain {
 
   /** No caches: every call is a miss that goes to the free lists. */
   allocFast(size: number, limitPfn: number, _flushRcache: boolean): number {
-    this.counters.rcacheMisses++;
-    const pfn = this.alloc(size, limitPfn, true);
-    if (pfn < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return pfn;
+    return this.counters.miss(this.alloc(size, limitPfn, true));
   }
 
   freeFast(pfn: number, size: number): void {

@@ -16,7 +16,7 @@
 // costs the tree's walk plus O(log n) insert. freeFast O(1) (a push); free
 // O(log n) (the tree's find and erase).
 import type { IovaStats } from '../../abi/report.ts';
-import type { IovaDomain, IovaDomainParams } from '../iova.ts';
+import { IovaFastCounters, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { LinuxIovaDomain } from './linux.ts';
 
 /**
@@ -37,7 +37,7 @@ export class EiovarIovaDomain implements IovaDomain {
   /** Exact size → first pfns of freed ranges, a stack: the most recently freed is on top. */
   private readonly freelists = new Map<number, number[]>();
   private cached = 0;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(params: IovaDomainParams) {
     this.startPfn = params.startPfn;
@@ -59,20 +59,13 @@ export class EiovarIovaDomain implements IovaDomain {
   allocFast(size: number, limitPfn: number, flushRcache: boolean): number {
     const list = this.freelists.get(size);
     const pfn = list ? this.popFit(list, limitPfn + 1 - size) : -1;
-    if (pfn >= 0) {
-      this.counters.rcacheHits++;
-      this.counters.allocs++;
-      return pfn;
-    }
-    this.counters.rcacheMisses++;
+    if (pfn >= 0) return this.counters.hit(pfn);
     let got = this.tree.alloc(size, limitPfn, true);
     if (got < 0 && flushRcache && this.cached > 0) {
       this.flush();
       got = this.tree.alloc(size, limitPfn, true);
     }
-    if (got < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return got;
+    return this.counters.miss(got);
   }
 
   freeFast(pfn: number, size: number): void {

@@ -30,7 +30,7 @@
 // insert, and one more tree allocation per identity range in its way.
 // free O(log n).
 import type { IovaStats } from '../../abi/report.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
+import { IOVA_MAX_PFN, IovaFastCounters, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { LinuxIovaDomain } from './linux.ts';
 import { IovaRbTree } from './rbtree.ts';
 
@@ -51,7 +51,7 @@ export class IdentityIovaDomain implements IovaDomain {
   private readonly reserved = new IovaRbTree();
   /** Fallback ranges that hit an identity range, held while the tree is asked again. */
   private readonly parked: number[] = [];
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(params: IovaDomainParams) {
     this.startPfn = params.startPfn;
@@ -93,18 +93,11 @@ export class IdentityIovaDomain implements IovaDomain {
 
   /** No caches: flushRcache has nothing to give back. */
   allocFast(size: number, limitPfn: number, _flushRcache: boolean, physPfn?: number): number {
-    let pfn: number;
     if (physPfn !== undefined && this.identityFree(physPfn, size, limitPfn)) {
       this.identity.insert(this.identity.newNode(physPfn, physPfn + size - 1));
-      this.counters.rcacheHits++;
-      pfn = physPfn;
-    } else {
-      this.counters.rcacheMisses++;
-      pfn = this.fallback(size, limitPfn, true);
+      return this.counters.hit(physPfn);
     }
-    if (pfn < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return pfn;
+    return this.counters.miss(this.fallback(size, limitPfn, true));
   }
 
   freeFast(pfn: number, size: number): void {

@@ -37,7 +37,7 @@
 // Linux's walks its tree; an allocated segment it covers turns reserved, whole,
 // when freed.
 import type { IovaStats } from '../../abi/report.ts';
-import { IOVA_MAX_PFN, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
+import { IOVA_MAX_PFN, IovaFastCounters, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
 import { IOVA_MAG_BYTES, IovaMagazineCaches } from './magazines.ts';
 
 /** Sizes 1..8 pfns have quantum caches: one class per size, no rounding (vmem's qcache_max). */
@@ -172,7 +172,7 @@ export class VmemIovaDomain implements IovaDomain {
   private segments = 0;
   private reservedSegs = 0;
   private readonly qcache: IovaMagazineCaches;
-  private readonly counters = { allocs: 0, failures: 0, rcacheHits: 0, rcacheMisses: 0 };
+  private readonly counters = new IovaFastCounters();
 
   constructor(
     params: IovaDomainParams,
@@ -227,22 +227,15 @@ export class VmemIovaDomain implements IovaDomain {
   allocFast(size: number, limitPfn: number, flushRcache: boolean): number {
     if (size <= this.qcacheMax) {
       const pfn = this.qcache.get(size - 1, limitPfn + 1 - size);
-      if (pfn >= 0) {
-        this.counters.rcacheHits++;
-        this.counters.allocs++;
-        return pfn;
-      }
+      if (pfn >= 0) return this.counters.hit(pfn);
     }
-    this.counters.rcacheMisses++;
     const align = alignOf(size);
     let pfn = this.xalloc(size, limitPfn, align);
     if (pfn < 0 && flushRcache) {
       this.qcache.flush();
       pfn = this.xalloc(size, limitPfn, align);
     }
-    if (pfn < 0) this.counters.failures++;
-    else this.counters.allocs++;
-    return pfn;
+    return this.counters.miss(pfn);
   }
 
   freeFast(pfn: number, size: number): void {
