@@ -1,5 +1,5 @@
 // `ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S]
-// [--reps N] [--latency-reps N] [--json] [--out DIR] [--e2e]`: every strategy of
+// [--reps N] [--latency-reps N] [--pass-ms MS] [--json] [--out DIR] [--e2e]`: every strategy of
 // dma/iova/index.ts on every workload of bench/iova/workloads.ts; with --e2e
 // also through the DMA API and the virtio-iommu (bench/iova/e2e.ts).
 //
@@ -12,10 +12,10 @@ import { cpus as osCpus } from 'node:os';
 import { IOVA_STRATEGIES } from '../../dma/iova/index.ts';
 import { formatScaling, formatSweep, formatTable, writeOut, type ErrorRow, type Machine, type Row, type ScalingPoint, type SweepPoint } from './report.ts';
 import { runE2eCell } from './e2e.ts';
-import { runCell, timerOverhead, type CellResult, type CellSpec } from './runner.ts';
+import { DEFAULT_PASS_MS, runCell, timerOverhead, type CellResult, type CellSpec } from './runner.ts';
 import { resolveWorkload, WORKLOADS, type Workload } from './workloads.ts';
 
-export const USAGE = 'usage: ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--reps N] [--latency-reps N] [--json] [--out DIR] [--e2e]';
+export const USAGE = 'usage: ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--reps N] [--latency-reps N] [--pass-ms MS] [--json] [--out DIR] [--e2e]';
 /** Measured ops of an end-to-end cell unless --ops says otherwise: each is a MAP or UNMAP round trip. */
 const E2E_OPS = 5_000;
 
@@ -33,6 +33,7 @@ export interface IovaArgs {
   readonly seed: number;
   readonly reps: number;
   readonly latencyReps: number;
+  readonly passMs: number;
   readonly json: boolean;
   readonly out: string | undefined;
   readonly e2e: boolean;
@@ -66,6 +67,7 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
   let seed = 1;
   let reps = 5;
   let latencyReps = 3;
+  let passMs = DEFAULT_PASS_MS;
   let json = false;
   let out: string | undefined;
   let e2e = false;
@@ -99,6 +101,9 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
       case '--latency-reps':
         latencyReps = integer(a, argv[++i], 1, 100);
         break;
+      case '--pass-ms':
+        passMs = integer(a, argv[++i], 1, 1e9);
+        break;
       case '--json':
         json = true;
         break;
@@ -115,7 +120,7 @@ export function parseIovaArgs(argv: readonly string[], strategies: readonly stri
         throw new ArgError(a, a.startsWith('-') ? `unknown option (${USAGE})` : 'unexpected argument');
     }
   }
-  return { strategies: chosen, workloads, ops, seed, reps, latencyReps, json, out, e2e };
+  return { strategies: chosen, workloads, ops, seed, reps, latencyReps, passMs, json, out, e2e };
 }
 
 // ---------------------------------------------------------------- cells
@@ -241,7 +246,7 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
     x?: number;
   }
   const planned: Planned[] = [];
-  const base = { seed: args.seed, reps: args.reps };
+  const base = { seed: args.seed, reps: args.reps, passMs: args.passMs };
   for (const w of args.workloads) {
     for (const strategy of args.strategies) {
       const owner = planned.length;
@@ -309,7 +314,7 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
   else {
     print(`IOVA allocators (${machine.machine}); ${machine.date}`);
     print(`CPU calibration: ${calibration ?? '-'} ms for 1e8 loop iterations (lower is faster right now); per-op timer overhead ${overheadNs.toFixed(1)} ns, subtracted from each latency sample`);
-    print('ns per operation; "pair ns" = measured time without per-op timers / allocations; fail = allocations that found no space, free-fail = of those, with a free aligned block of the size under the limit; frag = mean fragmentation index; B/live = allocator bytes per live range\n');
+    print('ns per operation; "pair ns" = measured time without per-op timers / allocations; fail = allocations that found no space, free-fail = of those, with a free aligned block of the size under the limit; frag = mean fragmentation index; unusable = mean unusable free space at the largest request; B/live = allocator bytes per live range; ops* = stopped at the time cap (--pass-ms)\n');
     print(formatTable(rows));
     const scaling = formatScaling(rows);
     if (scaling) print(`\nnic: ns per alloc+free pair with N simulated CPUs (one TX queue each; a single JS thread, so this is cache behaviour, not lock contention)\n${scaling}`);

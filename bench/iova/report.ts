@@ -86,7 +86,7 @@ export function formatTable(rows: readonly Row[]): string {
       r.fragmentation.toFixed(3),
       r.unusable_free.toFixed(3),
       r.bytes_per_live_range === null ? '-' : r.bytes_per_live_range.toFixed(0),
-      String(r.ops),
+      `${r.ops}${r.truncated ? '*' : ''}`,
     ]);
   }
   return textTable(head, body, 2);
@@ -228,7 +228,7 @@ const COLS: readonly [string, (r: Exclude<Row, ErrorRow>) => string][] = [
   ['fragmentation', (r) => r.fragmentation.toFixed(3)],
   ['unusable free', (r) => r.unusable_free.toFixed(3)],
   ['bytes / live range', (r) => (r.bytes_per_live_range === null ? '-' : r.bytes_per_live_range.toFixed(0))],
-  ['ops', (r) => String(r.ops)],
+  ['ops', (r) => `${r.ops}${r.truncated ? ' (stopped at the time cap)' : ''}`],
 ];
 
 export function html(rows: readonly Row[], figures: readonly Plot[], info: PageInfo): string {

@@ -45,7 +45,15 @@ export interface CellSpec {
   readonly timedReps: number;
   /** Once the throughput passes (and, apart, the latency passes) have taken this long, no more start: slow cells run fewer. */
   readonly budgetMs?: number;
+  /**
+   * The first throughput pass stops after this long (build-up included) and
+   * every later pass stops at the same op: a pathological strategy costs
+   * minutes, not hours. The row then says `truncated`.
+   */
+  readonly passMs?: number;
 }
+
+export const DEFAULT_PASS_MS = 3000;
 
 /** The default budget per kind of pass: a cell stops repeating after about this long. */
 export const DEFAULT_BUDGET_MS = 1000;
@@ -66,10 +74,12 @@ export interface CellResult {
   readonly strategy: string;
   readonly workload: string;
   readonly seed: number;
-  /** Operations in the measured phase. */
+  /** Operations in the measured phase (as run: fewer than the stream's when truncated). */
   readonly ops: number;
   /** Allocations among them. */
   readonly allocs: number;
+  /** The passes hit the time cap and stopped before the stream's end. */
+  readonly truncated: boolean;
   readonly cpus: number;
   readonly alloc_ns: LatencySummary;
   readonly free_ns: LatencySummary;
@@ -164,10 +174,10 @@ function newPass(strategy: string, w: Workload, s: OpStream): PassState {
 
 /**
  * Where the stream is cut into runs of one CPU: at every CPU change, every
- * CHUNK_OPS ops and at each of `cuts`. Returns the start of each run and
+ * `chunkOps` ops and at each of `cuts`. Returns the start of each run and
  * the stream's length last.
  */
-export function chunkStarts(s: OpStream, cuts: readonly number[]): Uint32Array {
+export function chunkStarts(s: OpStream, cuts: readonly number[], chunkOps = CHUNK_OPS): Uint32Array {
   const sorted = [...new Set(cuts)].sort((a, b) => a - b);
   let k = 0;
   const out: number[] = [0];
@@ -175,7 +185,7 @@ export function chunkStarts(s: OpStream, cuts: readonly number[]): Uint32Array {
   const cpu = s.cpu;
   for (let i = 1; i < s.length; i++) {
     while (k < sorted.length && sorted[k]! < i) k++;
-    if (cpu[i] !== cpu[i - 1] || i - start >= CHUNK_OPS || sorted[k] === i) {
+    if (cpu[i] !== cpu[i - 1] || i - start >= chunkOps || sorted[k] === i) {
       out.push(i);
       start = i;
     }
@@ -337,6 +347,8 @@ interface PassOptions {
   measuredMs?: number;
   /** Called with the fresh state before the first op. */
   onStart?: (st: PassState) => void;
+  /** After this many ms of the whole pass (build-up included), it stops at the next chunk. */
+  capMs?: number;
 }
 
 /**
@@ -344,7 +356,7 @@ interface PassOptions {
  * plain mode the returned ms are the measured phase's wall time, timer
  * firings included (they are the allocator's own work).
  */
-function pass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, o: PassOptions): { ms: number; st: PassState } {
+function pass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, o: PassOptions): { ms: number; st: PassState; reached: number } {
   const st = newPass(strategy, w, s);
   o.onStart?.(st);
   const end = Math.min(o.end ?? s.length, s.length);
@@ -357,21 +369,43 @@ function pass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, o
   const checked = () => runChecked(d, s, st, lo, hi, o.checks!);
   const body = o.mode === 'plain' ? plain : o.mode === 'timed' ? perOp : checked;
   let t0 = -1;
+  const start = performance.now();
   const measuredMs = o.measuredMs ?? Infinity;
-  for (let c = 0; c + 1 < chunks.length; c++) {
-    lo = chunks[c]!;
-    if (lo >= end || (t0 >= 0 && performance.now() - t0 > measuredMs)) break;
-    hi = Math.min(chunks[c + 1]!, end);
-    if (lo === s.measureFrom && t0 < 0) t0 = performance.now();
-    timed = lo >= s.measureFrom;
-    o.atChunk?.(lo, st);
-    cpus.runOn(s.cpu[lo]!, body);
-    timers.now += (hi - lo) * VIRTUAL_NS_PER_OP;
-    if (timers.next <= timers.now) timers.runDue();
+  const capMs = o.capMs ?? Infinity;
+  // A pass that may have to stop runs in pieces that grow while they take under 1 ms and shrink
+  // above 5 ms, so it stops close to its limit however slow the strategy is; others run whole runs.
+  const limited = capMs !== Infinity || measuredMs !== Infinity;
+  let step = limited ? 16 : CHUNK_OPS;
+  let reached = 0;
+  outer: for (let c = 0; c + 1 < chunks.length; c++) {
+    const cLo = chunks[c]!;
+    if (cLo >= end) break;
+    const cHi = Math.min(chunks[c + 1]!, end);
+    o.atChunk?.(cLo, st);
+    for (lo = cLo; lo < cHi; lo = hi) {
+      let p0 = 0;
+      if (limited) {
+        p0 = performance.now();
+        if (lo > 0 && (p0 - start > capMs || (t0 >= 0 && p0 - t0 > measuredMs))) break outer;
+      }
+      hi = Math.min(cHi, lo + step);
+      if (lo === s.measureFrom && t0 < 0) t0 = performance.now();
+      timed = lo >= s.measureFrom;
+      cpus.runOn(s.cpu[lo]!, body);
+      reached = hi;
+      timers.now += (hi - lo) * VIRTUAL_NS_PER_OP;
+      if (timers.next <= timers.now) timers.runDue();
+      if (limited) {
+        const dt = performance.now() - p0;
+        if (dt > 5 && step > 1) step >>= 1;
+        else if (dt < 1 && step < CHUNK_OPS) step <<= 1;
+      }
+    }
   }
+  if (t0 < 0 && reached === s.measureFrom) t0 = performance.now(); // nothing measured
   const t1 = performance.now();
-  o.atChunk?.(end, st);
-  return { ms: t0 < 0 ? 0 : t1 - t0, st };
+  o.atChunk?.(reached, st);
+  return { ms: t0 < 0 ? 0 : t1 - t0, st, reached };
 }
 
 let overheadNs: number | undefined;
@@ -388,37 +422,44 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
   const ops = spec.ops ?? w.defaultOps;
   const s = w.generate(spec.seed, ops);
   const measured = s.length - s.measureFrom;
-  let allocs = 0;
-  for (let i = s.measureFrom; i < s.length; i++) if (s.kind[i] === OP_ALLOC) allocs++;
   const samplePoints: number[] = [];
   for (let k = 0; k <= FRAG_SAMPLES; k++) samplePoints.push(s.measureFrom + Math.round((k * measured) / FRAG_SAMPLES));
-  const chunks = chunkStarts(s, [s.measureFrom, s.builtUpAt, ...samplePoints]);
+  const cuts = [s.measureFrom, s.builtUpAt, ...samplePoints];
+  const chunks = chunkStarts(s, cuts);
   const steps = 1 + spec.reps + spec.timedReps + (spec.timedReps > 0 ? 1 : 0);
   let step = 0;
   const progress = (what: string) => phase(what, step++ / steps);
   const overhead = spec.timedReps > 0 ? timerOverhead() : 0;
+  const cap = spec.passMs ?? DEFAULT_PASS_MS;
 
   // Warm-up: build-up and a stretch of the measured phase, in the modes measured.
   progress('warm-up');
   const warmEnd = s.measureFrom + Math.min(measured, WARMUP_OPS);
-  // Build-up runs whole; the measured stretch stops after WARMUP_MS.
+  const first = pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap });
+  if (first.reached < s.measureFrom) throw new Error(`build-up (${s.measureFrom} ops) took more than ${cap} ms`);
   // A second plain warm-up only when the first was quick: a slow cell's code is warm after one.
-  const w0 = performance.now();
-  pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS });
-  if (performance.now() - w0 < 2 * WARMUP_MS) pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS });
+  if (first.ms < 2 * WARMUP_MS) pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap });
   if (spec.timedReps > 0) {
     const n = warmEnd - s.measureFrom;
-    pass(spec.strategy, w, s, chunks, { mode: 'timed', end: warmEnd, measuredMs: WARMUP_MS, samples: { alloc: new Float64Array(n), free: new Float64Array(n), na: 0, nf: 0 } });
+    pass(spec.strategy, w, s, chunks, { mode: 'timed', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap, samples: { alloc: new Float64Array(n), free: new Float64Array(n), na: 0, nf: 0 } });
   }
 
+  // The first throughput pass may hit the cap: every later pass stops where it did.
   const budget = spec.budgetMs ?? DEFAULT_BUDGET_MS;
   const runs: number[] = [];
   const throughputStart = performance.now();
+  let end = s.length;
+  let allocs = 0;
   for (let r = 0; r < spec.reps && (r === 0 || performance.now() - throughputStart < budget); r++) {
     progress(`throughput ${r + 1}/${spec.reps}`);
-    const { ms } = pass(spec.strategy, w, s, chunks, { mode: 'plain' });
+    const { ms, reached } = pass(spec.strategy, w, s, chunks, r === 0 ? { mode: 'plain', capMs: cap } : { mode: 'plain', end });
+    if (r === 0) {
+      end = reached;
+      for (let i = s.measureFrom; i < end; i++) if (s.kind[i] === OP_ALLOC) allocs++;
+    }
     runs.push(allocs > 0 ? (ms * 1e6) / allocs : 0);
   }
+  const truncated = end < s.length;
 
   const allocRuns: LatencySummary[] = [];
   const freeRuns: LatencySummary[] = [];
@@ -428,7 +469,7 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
     for (let r = 0; r < spec.timedReps && (r === 0 || performance.now() - latencyStart < budget); r++) {
       progress(`latency ${r + 1}/${spec.timedReps}`);
       samples.na = samples.nf = 0;
-        pass(spec.strategy, w, s, chunks, { mode: 'timed', samples });
+      pass(spec.strategy, w, s, chunks, { mode: 'timed', samples, end });
       for (const [arr, n] of [
         [samples.alloc, samples.na],
         [samples.free, samples.nf],
@@ -440,7 +481,7 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
     }
   }
 
-  let checked: Omit<CellResult, 'strategy' | 'workload' | 'seed' | 'ops' | 'allocs' | 'cpus' | 'alloc_ns' | 'free_ns' | 'pair_ns_mean' | 'pair_ns_runs' | 'latency_runs' | 'timer_overhead_ns' | 'wall_ms'> = {
+  let checked: Omit<CellResult, 'strategy' | 'workload' | 'seed' | 'ops' | 'allocs' | 'truncated' | 'cpus' | 'alloc_ns' | 'free_ns' | 'pair_ns_mean' | 'pair_ns_runs' | 'latency_runs' | 'timer_overhead_ns' | 'wall_ms'> = {
     failures: 0,
     failed_allocs: 0,
     invalid_allocs: 0,
@@ -455,15 +496,16 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
   };
   if (spec.timedReps > 0) {
     progress('checks');
-    checked = checkedPass(spec.strategy, w, s, chunks, samplePoints);
+    checked = checkedPass(spec.strategy, w, s, chunks, samplePoints, end);
   }
   phase('done', 1);
   return {
     strategy: spec.strategy,
     workload: w.name,
     seed: spec.seed,
-    ops: measured,
+    ops: end - s.measureFrom,
     allocs,
+    truncated,
     cpus: w.cpus,
     alloc_ns: spec.timedReps > 0 ? medianSummary(allocRuns) : EMPTY_SUMMARY,
     free_ns: spec.timedReps > 0 ? medianSummary(freeRuns) : EMPTY_SUMMARY,
@@ -476,7 +518,7 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
   };
 }
 
-function checkedPass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, samplePoints: readonly number[]) {
+function checkedPass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, samplePoints: readonly number[], end: number) {
   const checks: Checks = { view: new SpaceView(w.startPfn, w.reserved), slotPages: new Float64Array(s.slots), failures: 0, failedAlthoughFree: 0, live: 0 };
   const keys = new Float64Array(s.slots);
   const onStart = (st: PassState) => {
@@ -499,15 +541,17 @@ function checkedPass(strategy: string, w: Workload, s: OpStream, chunks: Uint32A
   };
   const fragmentationEmpty = fragmentationIndex(new SpaceView(w.startPfn, w.reserved).free(w.limitPfn));
   const series: FragSample[] = [];
-  const wanted = new Set(samplePoints);
+  const wanted = new Set([...samplePoints.filter((p) => p <= end), end]);
+  const peak = Math.min(s.builtUpAt, end);
   let footprint = 0;
   let liveAtPeak = 0;
   pass(strategy, w, s, chunks, {
     mode: 'checked',
     checks,
     onStart,
+    end,
     atChunk: (op, st) => {
-      if (op === s.builtUpAt) {
+      if (op === peak) {
         footprint = st.d.footprintBytes();
         liveAtPeak = checks.live;
       }

@@ -54,7 +54,7 @@ export function medianSummary(runs: readonly LatencySummary[]): LatencySummary {
  * performance.now() calls with nothing between them, in ns. The runner
  * subtracts it from every per-op sample (clamping at 0).
  */
-export function timerOverheadNs(samples = 200_000): number {
+export function timerOverheadNs(samples = 100_000): number {
   const d = new Float64Array(samples);
   for (let r = 0; r < 2; r++) {
     for (let i = 0; i < samples; i++) {

@@ -486,11 +486,11 @@ export function longShort(p: Partial<LongShortParams> = {}): Workload {
   checkParam('long-short', 'live', live, 1, 1 << 24);
   return workload({
     name: `long-short${paramSuffix(p, LONG_SHORT_DEFAULTS)}`,
-    description: `build ${live} live single pages, then each step frees a random live one and allocates a page (Peng Zhang's recipe: by default 1,000 such steps); 48-bit limit`,
+    description: `build ${live} live single pages, then each step frees a random live one and allocates a page (Peng Zhang's recipe, which takes 1,000 such steps; by default 10,000 here); 48-bit limit`,
     source: '§5.3, §1.6 P6 [AugRB]',
     devices: [DEV48],
     cpus: 1,
-    defaultOps: 2_000,
+    defaultOps: 20_000,
     maxPages: 1,
     setupOps: live,
     slots: live,

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { iovaMain, parseIovaArgs, Progress } from '../../bench/iova/cli.ts';
+import { runCell } from '../../bench/iova/runner.ts';
 import { lineChart } from '../../bench/iova/svg.ts';
 
 async function run(argv: string[]) {
@@ -136,6 +137,17 @@ describe('ivory bench iova', () => {
     p.clear();
     expect(written[0]).toMatch(/^\r\x1b\[K\[#{14}\.{14}\] {2}50% 0m00s linux ring-48$/);
   });
+
+  it('a pass that runs past --pass-ms stops, and every later pass stops at the same op', () => {
+    const r = runCell({ strategy: 'linux', workload: 'mixed-48', ops: 400_000, seed: 1, reps: 2, timedReps: 1, passMs: 40 });
+    expect(r.truncated).toBe(true);
+    expect(r.ops).toBeLessThan(400_000);
+    expect(r.ops).toBeGreaterThan(0);
+    expect(r.alloc_ns.count + r.free_ns.count).toBe(r.ops);
+    expect(r.fragmentation_series.at(-1)!.op).toBe(4096 + r.ops);
+    const whole = runCell({ strategy: 'linux-rcache', workload: 'ring-48', ops: 2000, seed: 1, reps: 1, timedReps: 1 });
+    expect(whole).toMatchObject({ truncated: false, ops: 2000, allocs: 1000 });
+  }, 30_000);
 
   it('escapes text in SVG', () => {
     const svg = lineChart({ title: 'a < b & c', x: { label: 'x' }, y: { label: 'y', log: true }, series: [{ name: '"q"', points: [[1, 10], [2, 100]] }] });
