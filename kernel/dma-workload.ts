@@ -46,9 +46,10 @@ export function runDmaWorkload(k: Kernel, dev: Device, w: DmaWorkload, seed: num
     k.cpus.runOn(s.cpu[i]! % nrCpus, () => {
       if (s.kind[i] === OP_ALLOC) {
         const addr = dmaMapSingle(dev, pool.bufferOf(s.phys[i]!, s.pages[i]!), size, DmaDirection.BIDIRECTIONAL);
-        if (dmaMappingError(addr)) counts.failedMaps++;
-        else counts.maps++;
-        iova[slot] = dmaMappingError(addr) ? -1 : addr;
+        const ok = !dmaMappingError(addr);
+        if (ok) counts.maps++;
+        else counts.failedMaps++;
+        iova[slot] = ok ? addr : -1;
         mapped[slot] = size;
       } else if (iova[slot] !== -1) {
         dmaUnmapSingle(dev, iova[slot]!, size, DmaDirection.BIDIRECTIONAL);
