@@ -229,6 +229,19 @@ function runPlain(d: IovaDomain, s: OpStream, pfns: Float64Array, pci32: Uint8Ar
   }
 }
 
+/**
+ * Ops [lo, hi) as runPlain, but looking at the clock before every op: the
+ * scout pass, which finds where a slow strategy must stop. Returns the op
+ * it stopped before (hi when it ran them all). Never timed.
+ */
+function runScout(d: IovaDomain, s: OpStream, pfns: Float64Array, pci32: Uint8Array, lo: number, hi: number, deadline: number): number {
+  for (let i = lo; i < hi; i++) {
+    if (performance.now() > deadline) return i;
+    runPlain(d, s, pfns, pci32, i, i + 1);
+  }
+  return hi;
+}
+
 /** Where the timed loop writes: latency samples (raw ns, overhead not yet subtracted) and their counts. */
 interface Samples {
   alloc: Float64Array;
@@ -333,7 +346,7 @@ function runChecked(d: IovaDomain, s: OpStream, st: PassState, lo: number, hi: n
 
 // ---------------------------------------------------------------- passes
 
-type Mode = 'plain' | 'timed' | 'checked';
+type Mode = 'scout' | 'plain' | 'timed' | 'checked';
 
 interface PassOptions {
   mode: Mode;
@@ -367,9 +380,11 @@ function pass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, o
   const plain = () => runPlain(d, s, pfns, pci32, lo, hi);
   const perOp = () => (timed ? runTimed(d, s, pfns, pci32, lo, hi, o.samples!) : runPlain(d, s, pfns, pci32, lo, hi));
   const checked = () => runChecked(d, s, st, lo, hi, o.checks!);
-  const body = o.mode === 'plain' ? plain : o.mode === 'timed' ? perOp : checked;
-  let t0 = -1;
+  let stoppedAt = 0;
   const start = performance.now();
+  const scout = () => (stoppedAt = runScout(d, s, pfns, pci32, lo, hi, start + (o.capMs ?? Infinity)));
+  const body = o.mode === 'plain' ? plain : o.mode === 'timed' ? perOp : o.mode === 'scout' ? scout : checked;
+  let t0 = -1;
   const measuredMs = o.measuredMs ?? Infinity;
   const capMs = o.capMs ?? Infinity;
   // A pass that may have to stop runs in pieces that grow while they take under 1 ms and shrink
@@ -392,6 +407,10 @@ function pass(strategy: string, w: Workload, s: OpStream, chunks: Uint32Array, o
       if (lo === s.measureFrom && t0 < 0) t0 = performance.now();
       timed = lo >= s.measureFrom;
       cpus.runOn(s.cpu[lo]!, body);
+      if (o.mode === 'scout' && stoppedAt < hi) {
+        reached = stoppedAt;
+        break outer;
+      }
       reached = hi;
       timers.now += (hi - lo) * VIRTUAL_NS_PER_OP;
       if (timers.next <= timers.now) timers.runDue();
@@ -432,31 +451,28 @@ export function runCell(spec: CellSpec, phase: Phase = () => {}): CellResult {
   const overhead = spec.timedReps > 0 ? timerOverhead() : 0;
   const cap = spec.passMs ?? DEFAULT_PASS_MS;
 
-  // Warm-up: build-up and a stretch of the measured phase, in the modes measured.
+  // The scout: the whole stream, untimed, the clock read before every op; where it stops at the
+  // cap every other pass stops too. It is also the first warm-up.
   progress('warm-up');
-  const warmEnd = s.measureFrom + Math.min(measured, WARMUP_OPS);
-  const first = pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap });
-  if (first.reached < s.measureFrom) throw new Error(`build-up (${s.measureFrom} ops) took more than ${cap} ms`);
-  // A second plain warm-up only when the first was quick: a slow cell's code is warm after one.
-  if (first.ms < 2 * WARMUP_MS) pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap });
+  const scout = pass(spec.strategy, w, s, chunks, { mode: 'scout', capMs: cap });
+  if (scout.reached < s.measureFrom) throw new Error(`build-up (${s.measureFrom} ops) took more than ${cap} ms (--pass-ms)`);
+  const end = scout.reached;
+  let allocs = 0;
+  for (let i = s.measureFrom; i < end; i++) if (s.kind[i] === OP_ALLOC) allocs++;
+  // Warm-up of the measured loops: build-up and a stretch of the measured phase.
+  const warmEnd = Math.min(end, s.measureFrom + WARMUP_OPS);
+  pass(spec.strategy, w, s, chunks, { mode: 'plain', end: warmEnd, measuredMs: WARMUP_MS });
   if (spec.timedReps > 0) {
     const n = warmEnd - s.measureFrom;
-    pass(spec.strategy, w, s, chunks, { mode: 'timed', end: warmEnd, measuredMs: WARMUP_MS, capMs: cap, samples: { alloc: new Float64Array(n), free: new Float64Array(n), na: 0, nf: 0 } });
+    pass(spec.strategy, w, s, chunks, { mode: 'timed', end: warmEnd, measuredMs: WARMUP_MS, samples: { alloc: new Float64Array(n), free: new Float64Array(n), na: 0, nf: 0 } });
   }
 
-  // The first throughput pass may hit the cap: every later pass stops where it did.
   const budget = spec.budgetMs ?? DEFAULT_BUDGET_MS;
   const runs: number[] = [];
   const throughputStart = performance.now();
-  let end = s.length;
-  let allocs = 0;
   for (let r = 0; r < spec.reps && (r === 0 || performance.now() - throughputStart < budget); r++) {
     progress(`throughput ${r + 1}/${spec.reps}`);
-    const { ms, reached } = pass(spec.strategy, w, s, chunks, r === 0 ? { mode: 'plain', capMs: cap } : { mode: 'plain', end });
-    if (r === 0) {
-      end = reached;
-      for (let i = s.measureFrom; i < end; i++) if (s.kind[i] === OP_ALLOC) allocs++;
-    }
+    const { ms } = pass(spec.strategy, w, s, chunks, { mode: 'plain', end });
     runs.push(allocs > 0 ? (ms * 1e6) / allocs : 0);
   }
   const truncated = end < s.length;

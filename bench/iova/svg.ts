@@ -62,7 +62,7 @@ function scale(axis: Axis, values: number[], from: number, to: number): { map: (
   }
   const t = (v: number) => (log ? Math.log10(v) : v);
   const map = (v: number) => from + ((t(v) - t(lo)) / (t(hi) - t(lo))) * (to - from);
-  const label = axis.format ?? ((v: number) => (Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-2 && v !== 0) ? v.toExponential(0) : fmt(v)));
+  const label = axis.format ?? ((v: number) => (Math.abs(v) >= 1e6 ? v.toExponential(0) : Math.abs(v) < 1e-2 && v !== 0 ? String(+v.toPrecision(2)) : fmt(v)));
   let ticks: [number, string][];
   if (axis.ticks) ticks = axis.ticks.filter(([v]) => v >= lo && v <= hi).map(([v, l]) => [v, l]);
   else if (log) {
