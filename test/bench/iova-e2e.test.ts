@@ -12,7 +12,6 @@ describe('bench iova --e2e', () => {
     // A map waits for its MAP (1.5 us notify + 1 us request); a lazy unmap only queues its UNMAP,
     // which the next map's sync waits for (1 us): 3.5 us per free+alloc pair.
     expect(row.virtual_ns_per_op).toBe(1750);
-    expect(Number.isInteger(row.wall_ns_per_op)).toBe(true);
   });
 
   it('is asked for with --e2e', () => {
