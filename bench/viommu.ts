@@ -9,7 +9,9 @@ import { VIRTIO_IOMMU_F, VIRTIO_IOMMU_T, VirtioIommuReqAttach, VirtioIommuReqMap
 import type { Segment } from '../drivers/virtio/virtqueue.ts';
 import { PhysicalSpace } from '../platform/address-space.ts';
 import { EventLoop } from '../platform/events.ts';
-import { VirtioIommu } from '../platform/iommu/virtio-iommu.ts';
+import { VIOMMU_REQUEST_NS, VirtioIommu } from '../platform/iommu/virtio-iommu.ts';
+import { type DeviceContext, VirtioDeviceModel } from '../platform/virtio/device.ts';
+import type { DescriptorChain, SplitQueue } from '../platform/virtio/queue.ts';
 import { InterruptController } from '../platform/irq.ts';
 import { GuestMemory } from '../platform/memory.ts';
 import { HostTrace } from '../platform/trace.ts';
@@ -25,47 +27,105 @@ export interface PairsResult {
 }
 
 /**
+ * Who answers the requests: the virtio-iommu device model, or a device that
+ * writes OK into every request's tail without reading it. The second is the
+ * floor: what the guest ring, the device-side queue and the event loop cost
+ * with no request handling at all.
+ */
+export type PairsDevice = 'virtio-iommu' | 'null';
+
+/**
  * A guest virtqueue (drivers/virtio/virtqueue.ts) on the device model's real
  * request queue: pre-encoded MAP and UNMAP requests of single 4 KiB pages are
  * added `batch` at a time, kicked once, served, and collected. Each MAP and
  * its UNMAP make a pair. This is the device's cost plus the ring's, without
  * the guest driver's bookkeeping.
  */
-export function runPairs(pairs: number, batch: number): PairsResult {
-  const { vq, device, events, reqs } = buildIommuRing(batch);
-  const drive = (n: number) => {
-    const t0 = process.hrtime.bigint();
-    for (let done = 0; done < n; ) {
-      for (const [out, ins] of reqs.map) vq.add(out, ins, 1);
-      vq.kick();
-      events.runUntil(() => false);
-      for (const [out, ins] of reqs.unmap) vq.add(out, ins, 2);
-      vq.kick();
-      events.runUntil(() => false);
-      while (vq.getBuf()) {}
-      done += batch;
-    }
-    return Number(process.hrtime.bigint() - t0);
-  };
-  drive(Math.min(pairs, 20_000));
-  const ns = drive(pairs);
-  const iommu = device.iommuReport();
-  if (Object.keys(iommu.requests['MAP'] ?? {}).some((s) => s !== 'OK') || Object.keys(iommu.requests['UNMAP'] ?? {}).some((s) => s !== 'OK')) throw new Error('a benchmark request failed');
+export function runPairs(pairs: number, batch: number, device: PairsDevice = 'virtio-iommu'): PairsResult {
+  pairs = Math.ceil(pairs / batch) * batch; // whole batches
+  const driver = pairsDriver(batch, device);
+  driver.drive(Math.min(pairs, 20_000));
+  const ns = driver.drive(pairs);
+  driver.check();
   return { pairs, pairsPerSec: Math.round((pairs / ns) * 1e9), nsPerPair: Math.round(ns / pairs) };
 }
 
-function buildIommuRing(batch: number) {
+/** The ring of runPairs, kept: drive(n) runs n pairs (whole batches, so rounded up) and returns the ns taken; check() throws unless every request was answered OK. */
+export function pairsDriver(batch: number, device: PairsDevice = 'virtio-iommu'): { drive(n: number): number; check(): void } {
+  const { vq, events, reqs, failed } = buildIommuRing(batch, device);
+  let pairs = 0;
+  const drive = (n: number) => {
+    const t0 = process.hrtime.bigint();
+    for (let done = 0; done < n; ) {
+      for (let j = 0; j < batch; j++) vq.add(reqs.map[j]!, reqs.tail[j]!, 1);
+      vq.kick();
+      while (events.runOne());
+      for (let j = 0; j < batch; j++) vq.add(reqs.unmap[j]!, reqs.tail[j]!, 2);
+      vq.kick();
+      while (events.runOne());
+      for (let used = vq.getBuf(); used; used = vq.getBuf()) if (used.len !== TAIL_BYTES) throw new Error(`a benchmark request was used with length ${used.len}`);
+      done += batch;
+      pairs += batch;
+    }
+    return Number(process.hrtime.bigint() - t0);
+  };
+  const check = () => {
+    const bad = failed(2 * pairs);
+    if (bad) throw new Error(`benchmark requests failed: ${bad}`);
+  };
+  return { drive, check };
+}
+
+const TAIL_BYTES = 4;
+
+/** See PairsDevice: answers OK, counts, reads nothing. */
+class NullRequestDevice extends VirtioDeviceModel {
+  served = 0;
+  private readonly ok = new Uint8Array(TAIL_BYTES);
+
+  constructor(ctx: DeviceContext, features: bigint) {
+    super(ctx, { deviceId: DEVICE_ID.IOMMU, numQueues: 1, features, configSize: 0 }, {});
+  }
+
+  protected serve(_queue: SplitQueue, chain: DescriptorChain): number {
+    chain.write(0, this.ok);
+    this.served++;
+    return VIOMMU_REQUEST_NS;
+  }
+
+  protected deviceStats(): Record<string, number> {
+    return { served: this.served };
+  }
+}
+
+function buildIommuRing(batch: number, kind: PairsDevice) {
   const mem = new GuestMemory([{ gpa: 0, size: 64 * 2 ** 20 }]);
   const events = new EventLoop();
   const trace = new HostTrace(events);
   trace.enabled = false;
   const irq = new InterruptController(events, trace, { base: 0xfee0_0000, size: 0x10_0000, destShift: 12 }, 1);
   const physical = new PhysicalSpace(mem, irq, trace, 'bench');
-  const device = new VirtioIommu({ name: 'virtio-iommu', mem, space: physical, events, trace }, { profile: 'spec', awBits: 48 });
-  device.addEndpoint(8, { physical, name: 'bench' });
-  device.attach({ signalUsed: () => {}, signalConfig: () => {} });
-
   const features = bit(F.VERSION_1) | bit(F.EVENT_IDX) | bit(VIRTIO_IOMMU_F.MAP_UNMAP) | bit(VIRTIO_IOMMU_F.INPUT_RANGE);
+  const ctx = { name: 'virtio-iommu', mem, space: physical, events, trace };
+  let device: VirtioDeviceModel;
+  let failed: (requests: number) => string | undefined;
+  if (kind === 'null') {
+    const d = new NullRequestDevice(ctx, features & 0xff_ffffn);
+    // The ATTACH below is one more request.
+    failed = (requests) => (d.served === requests + 1 ? undefined : `${d.served - 1} of ${requests} served`);
+    device = d;
+  } else {
+    const d = new VirtioIommu(ctx, { profile: 'spec', awBits: 48 });
+    d.addEndpoint(8, { physical, name: 'bench' });
+    failed = () => {
+      const requests = d.iommuReport().requests;
+      const notOk = (type: string) => Object.keys(requests[type] ?? {}).filter((s) => s !== 'OK');
+      const bad = [...notOk('MAP'), ...notOk('UNMAP')];
+      return bad.length > 0 ? bad.join(', ') : undefined;
+    };
+    device = d;
+  }
+  device.attach({ signalUsed: () => {}, signalConfig: () => {} });
   const { k, vq } = benchGuest(mem, DEVICE_ID.IOMMU, features, 256, () => device.queueNotify(0), () => events.runOne());
 
   // The device side, programmed as a transport would: features, the queue, DRIVER_OK.
@@ -82,19 +142,21 @@ function buildIommuRing(batch: number) {
     k.mem.write(gpa, bytes);
     return [{ phys: gpa, len: requestReadable(bytes.length) }];
   };
-  const tail = (): Segment[] => [{ phys: k.slab.kzalloc(4), len: 4 }];
+  const tail = (): Segment[] => [{ phys: k.slab.kzalloc(TAIL_BYTES), len: TAIL_BYTES }];
   const attach = VirtioIommuReqAttach.encode({ type: VIRTIO_IOMMU_T.ATTACH, domain: 1, endpoint: 8, flags: 0, status: 0 });
   vq.add(place(attach), tail(), 0);
   vq.kick();
   events.runUntil(() => false);
   vq.getBuf();
-  const reqs = { map: [] as [Segment[], Segment[]][], unmap: [] as [Segment[], Segment[]][] };
+  const reqs = { map: [] as Segment[][], unmap: [] as Segment[][], tail: [] as Segment[][] };
   for (let j = 0; j < batch; j++) {
     const iova = BigInt(j * PAGE);
-    reqs.map.push([place(VirtioIommuReqMap.encode({ type: VIRTIO_IOMMU_T.MAP, domain: 1, virt_start: iova, virt_end: iova + BigInt(PAGE - 1), phys_start: 0x10_0000n + iova, flags: 3, status: 0 })), tail()]);
-    reqs.unmap.push([place(VirtioIommuReqUnmap.encode({ type: VIRTIO_IOMMU_T.UNMAP, domain: 1, virt_start: iova, virt_end: iova + BigInt(PAGE - 1), status: 0 })), tail()]);
+    reqs.map.push(place(VirtioIommuReqMap.encode({ type: VIRTIO_IOMMU_T.MAP, domain: 1, virt_start: iova, virt_end: iova + BigInt(PAGE - 1), phys_start: 0x10_0000n + iova, flags: 3, status: 0 })));
+    reqs.unmap.push(place(VirtioIommuReqUnmap.encode({ type: VIRTIO_IOMMU_T.UNMAP, domain: 1, virt_start: iova, virt_end: iova + BigInt(PAGE - 1), status: 0 })));
+    // A request's status tail is free again once it is used, so its MAP and its UNMAP share one.
+    reqs.tail.push(tail());
   }
-  return { vq, device, events, reqs };
+  return { vq, events, reqs, failed };
 }
 
 export interface DiskResult {

@@ -1,6 +1,7 @@
 // The kernel's view of its own physical memory: guest-physical addresses
 // (identity-mapped, as a kernel's direct map) over the shared RAM buffer.
 import type { RamRegion } from '../abi/boot.ts';
+import { copyBytes } from '../abi/bytes.ts';
 
 export class PhysMem {
   readonly u8: Uint8Array;
@@ -33,7 +34,7 @@ export class PhysMem {
   }
 
   write(gpa: number, src: Uint8Array): void {
-    this.bytes(gpa, src.length).set(src);
+    copyBytes(this.u8, this.off(gpa, src.length), src, 0, src.length);
   }
 
   fill(gpa: number, len: number, value = 0): void {

@@ -107,7 +107,8 @@ export class IommuState {
   mmioNegotiated = false;
   private bypassUnattached = false;
   private readonly granuleMask: number;
-  private readonly keyDiv: number;
+  /** 2^-keyShift: multiplying by it is exact and cheaper than dividing. */
+  private readonly keyScale: number;
 
   constructor(
     readonly profile: ViommuProfile,
@@ -118,7 +119,7 @@ export class IommuState {
     private readonly hooks: StateHooks,
   ) {
     this.granuleMask = 2 ** geometry.granuleShift - 1;
-    this.keyDiv = 2 ** geometry.keyShift;
+    this.keyScale = 2 ** -geometry.keyShift;
   }
 
   /** A new endpoint; `exposeHost` probes its host IOMMU's unusable IOVAs as RESERVED regions. */
@@ -239,10 +240,10 @@ export class IommuState {
     const first = t.firstOverlap(this.key(virtStart), last);
     // §5.13.6.6: a split is RANGE with nothing removed (spec, CH, crosvm); QEMU removes until it meets it.
     if (p.unmapAtomic) {
-      for (let i = first; i !== undefined && i.start <= last; i = t.next(i)) if (!within(i.value, virtStart, virtEnd)) return S.RANGE;
+      for (let i = first; i !== undefined; i = t.nextUpTo(i, last)) if (!within(i.value, virtStart, virtEnd)) return S.RANGE;
     }
-    for (let i = first; i !== undefined && i.start <= last; ) {
-      const next = t.next(i);
+    for (let i = first; i !== undefined; ) {
+      const next = t.nextUpTo(i, last);
       if (!within(i.value, virtStart, virtEnd)) return S.RANGE;
       this.removeMapping(d, i.value);
       d.unmapped++;
@@ -302,7 +303,7 @@ export class IommuState {
 
   /** The tree key of a byte address; numbers take the short way, this runs several times per request. */
   private key(addr: Addr): Addr {
-    if (typeof addr === 'number') return this.keyDiv === 1 ? addr : Math.floor(addr / this.keyDiv);
+    if (typeof addr === 'number') return this.keyScale === 1 ? addr : Math.floor(addr * this.keyScale);
     return frameOf(addr, this.geometry.keyShift);
   }
 

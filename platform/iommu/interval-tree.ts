@@ -72,22 +72,25 @@ function rotateLeft<V>(n: Node<V>): Node<V> {
 
 /** Restores invariant 2 at `n` after one of its subtrees changed height by one. */
 function balance<V>(n: Node<V>): Node<V> {
-  update(n);
-  const bf = height(n.left) - height(n.right);
-  if (bf > 1) {
+  const l = height(n.left);
+  const r = height(n.right);
+  if (l - r > 1) {
     if (height(n.left!.left) < height(n.left!.right)) n.left = rotateLeft(n.left!);
     return rotateRight(n);
   }
-  if (bf < -1) {
+  if (r - l > 1) {
     if (height(n.right!.right) < height(n.right!.left)) n.right = rotateRight(n.right!);
     return rotateLeft(n);
   }
+  n.height = (l > r ? l : r) + 1;
   return n;
 }
 
 export class IntervalTree<V> {
   private root: Node<V> | null = null;
   private count = 0;
+  /** What the last removeAt took out. */
+  private removed: Node<V> | undefined = undefined;
 
   get size(): number {
     return this.count;
@@ -128,6 +131,13 @@ export class IntervalTree<V> {
     return found ?? undefined;
   }
 
+  /** The interval after `i` if it starts at or before `last`; no search when `i` already reaches `last`. */
+  nextUpTo(i: Interval<V>, last: Frame): Interval<V> | undefined {
+    if (i.end >= last) return undefined;
+    const n = this.next(i);
+    return n !== undefined && n.start <= last ? n : undefined;
+  }
+
   /** Adds [start, end] (start <= end); false, and nothing changes, if it overlaps an interval already there. */
   insert(start: Frame, end: Frame, value: V): boolean {
     if (end < start || this.firstOverlap(start, end) !== undefined) return false;
@@ -138,11 +148,10 @@ export class IntervalTree<V> {
 
   /** Removes the interval that starts at `start`; returns it, or undefined if there is none. */
   remove(start: Frame): Interval<V> | undefined {
-    const hit = this.findStart(start);
-    if (hit === undefined) return undefined;
-    this.root = this.removeAt(this.root!, start);
-    this.count--;
-    return hit;
+    this.removed = undefined;
+    this.root = this.removeAt(this.root, start);
+    if (this.removed !== undefined) this.count--;
+    return this.removed;
   }
 
   clear(): void {
@@ -176,28 +185,51 @@ export class IntervalTree<V> {
     return found;
   }
 
-  private findStart(start: Frame): Node<V> | undefined {
-    let n = this.root;
-    while (n !== null) {
-      if (start < n.start) n = n.left;
-      else if (start > n.start) n = n.right;
-      else return n;
-    }
-    return undefined;
+  /** Throws unless invariants 1 and 2 hold and every stored height is exact; for tests. */
+  validate(): void {
+    let prev: Node<V> | undefined;
+    const check = (n: Node<V> | null): number => {
+      if (n === null) return 0;
+      const l = check(n.left);
+      if (n.end < n.start || (prev !== undefined && prev.end >= n.start)) throw new Error(`interval [${n.start}, ${n.end}] out of order or overlapping`);
+      prev = n;
+      const r = check(n.right);
+      if (Math.abs(l - r) > 1 || n.height !== Math.max(l, r) + 1) throw new Error(`node at ${n.start}: heights ${l} and ${r}, stored ${n.height}`);
+      return n.height;
+    };
+    check(this.root);
   }
+
+  // Both walks stop rebalancing where a subtree's height comes out unchanged:
+  // nothing above it can have changed either.
 
   private insertAt(n: Node<V> | null, add: Node<V>): Node<V> {
     if (n === null) return add;
-    if (add.start < n.start) n.left = this.insertAt(n.left, add);
-    else n.right = this.insertAt(n.right, add);
+    if (add.start < n.start) {
+      const h = height(n.left);
+      n.left = this.insertAt(n.left, add);
+      if (n.left.height === h) return n;
+    } else {
+      const h = height(n.right);
+      n.right = this.insertAt(n.right, add);
+      if (n.right.height === h) return n;
+    }
     return balance(n);
   }
 
-  /** Removes the node starting at `start`, which is known to be in the subtree `n`. */
-  private removeAt(n: Node<V>, start: Frame): Node<V> | null {
-    if (start < n.start) n.left = this.removeAt(n.left!, start);
-    else if (start > n.start) n.right = this.removeAt(n.right!, start);
-    else {
+  /** Removes the node starting at `start` from the subtree `n`, if it is there, into `removed`. */
+  private removeAt(n: Node<V> | null, start: Frame): Node<V> | null {
+    if (n === null) return null;
+    if (start < n.start) {
+      const h = height(n.left);
+      n.left = this.removeAt(n.left, start);
+      if (height(n.left) === h) return n;
+    } else if (start > n.start) {
+      const h = height(n.right);
+      n.right = this.removeAt(n.right, start);
+      if (height(n.right) === h) return n;
+    } else {
+      this.removed = n;
       if (n.left === null) return n.right;
       if (n.right === null) return n.left;
       // Two children: the successor takes this node's place.
@@ -212,7 +244,9 @@ export class IntervalTree<V> {
 
   private removeMin(n: Node<V>): Node<V> | null {
     if (n.left === null) return n.right;
+    const h = n.left.height;
     n.left = this.removeMin(n.left);
+    if (height(n.left) === h) return n;
     return balance(n);
   }
 }

@@ -148,8 +148,6 @@ export class VirtioIommu extends VirtioDeviceModel {
   private readonly mem: GuestMemory;
   private readonly req = new Uint8Array(MAX_READABLE);
   private readonly reqView = new DataView(this.req.buffer);
-  /** Views of the first n bytes of `req`, made once: a request allocates nothing. */
-  private readonly reqPrefix: Uint8Array[] = [];
   private readonly tail = new Uint8Array(TAIL);
   private readonly faultRecord = new Uint8Array(FAULT.span);
   private readonly faultView = new DataView(this.faultRecord.buffer);
@@ -315,7 +313,7 @@ export class VirtioIommu extends VirtioDeviceModel {
       return VIOMMU_REQUEST_NS;
     }
     const n = Math.min(readable, MAX_READABLE);
-    if (chain.read(0, this.prefix(n)) < n) {
+    if (chain.read(0, this.req, n) < n) {
       this.finish(chain, 0, S.DEVERR);
       return VIOMMU_REQUEST_NS;
     }
@@ -512,10 +510,6 @@ export class VirtioIommu extends VirtioDeviceModel {
 
   private u64(off: number): Addr {
     return fromHiLo(this.reqView.getUint32(off + 4, true), this.reqView.getUint32(off, true));
-  }
-
-  private prefix(n: number): Uint8Array {
-    return (this.reqPrefix[n] ??= this.req.subarray(0, n));
   }
 
   private endpointReport(ep: Endpoint): EndpointReport {

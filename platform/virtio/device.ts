@@ -99,6 +99,7 @@ export abstract class VirtioDeviceModel {
   private readonly busyUntil: number[];
   /** Served chains waiting for their completion time, per queue, in completion order. */
   private readonly completions: CompletionFifo[];
+  private dueHandlers: (() => void)[];
 
   private readonly statusHistory: { ts: number; status: string[] }[] = [];
   private readonly errors: { ts: number; reason: string; detail: string }[] = [];
@@ -126,6 +127,7 @@ export abstract class VirtioDeviceModel {
     this.kicked = new Array<boolean>(spec.numQueues).fill(false);
     this.busyUntil = new Array<number>(spec.numQueues).fill(0);
     this.completions = Array.from({ length: spec.numQueues }, () => new CompletionFifo());
+    this.dueHandlers = this.makeDueHandlers();
     this.config = new Uint8Array(spec.configSize);
     this.configView = new DataView(this.config.buffer);
   }
@@ -288,9 +290,14 @@ export abstract class VirtioDeviceModel {
   }
 
   private scheduleCompletions(q: SplitQueue, fifo: CompletionFifo): void {
+    this.events.schedule(fifo.nextDone - this.events.now, this.dueHandlers[q.index]!);
+  }
+
+  /** One completion handler per queue and epoch, made once: scheduling a completion allocates no closure. */
+  private makeDueHandlers(): (() => void)[] {
     const epoch = this.epoch;
-    this.events.schedule(fifo.nextDone - this.events.now, () => {
-      if (epoch === this.epoch) this.completeDue(q, fifo);
+    return this.queues.map((q, i) => () => {
+      if (epoch === this.epoch) this.completeDue(q, this.completions[i]!);
     });
   }
 
@@ -348,6 +355,7 @@ export abstract class VirtioDeviceModel {
   /** Writing 0: queues, features, pending work and errors all go back to their initial state. */
   private reset(): void {
     this.epoch++;
+    this.dueHandlers = this.makeDueHandlers();
     this.broken = false;
     this.driverFeatures = 0n;
     for (const q of this.queues) q.reset();

@@ -2,6 +2,7 @@
 // virtio-queue: ring state, one chain walker that checks every descriptor rule
 // (as QEMU's virtqueue_pop and vhost_get_vq_desc do), the used ring and notification suppression.
 import { type Addr, addAddr, fromHiLo, hi32, lo32 } from '../../abi/addr.ts';
+import { copyBytes } from '../../abi/bytes.ts';
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F, VIRTQ_MAX_SIZE, VIRTQ_USED_F_NO_NOTIFY, VirtqAvailHeader, VirtqDesc, VirtqUsedElem, VirtqUsedHeader, needEvent, splitRing } from '../../abi/ring.ts';
 import { type AddressSpace, DMA_READ, DMA_WRITE } from '../address-space.ts';
 import type { GuestMemory } from '../memory.ts';
@@ -10,9 +11,11 @@ import type { GuestMemory } from '../memory.ts';
 const PAGE_SHIFT = 12;
 const PAGE = 1 << PAGE_SHIFT;
 const TWO_64 = 1n << 64n;
-const SMALL_COPY = 16;
 /** A chain's total length stays below 2^32 (§2.7.5); rust-vmm likewise stops where a u32 sum would overflow. */
 const MAX_CHAIN_BYTES = 2 ** 32;
+/** Word copies pay from here, and set() takes over at its own threshold. */
+const WORDS_FROM = 8;
+const WORDS_BELOW = 512;
 /** rust-vmm's bound on an indirect table: len / 16 <= u16::MAX. */
 const MAX_INDIRECT_ENTRIES = 0xffff;
 
@@ -49,9 +52,15 @@ export interface Segment {
   readonly len: number;
 }
 
+/** A segment as the walker found it: `off` is where it lies in guest RAM when one translation covers it, else -1. */
+export interface WalkedSegment extends Segment {
+  readonly off: number;
+}
+
 interface MutableSegment {
   addr: Addr;
   len: number;
+  off: number;
 }
 
 /**
@@ -60,7 +69,7 @@ interface MutableSegment {
  */
 export function eachPage(space: AddressSpace, addr: Addr, len: number, access: number, visit?: (off: number, pos: number, n: number) => void): boolean {
   // Most buffers sit inside one page: one translation, no splitting.
-  if (typeof addr === 'number' && addr % PAGE + len <= PAGE) {
+  if (typeof addr === 'number' && (lo32(addr) & (PAGE - 1)) + len <= PAGE) {
     const off = space.resolve(addr, len, access);
     if (off < 0) return false;
     visit?.(off, 0, len);
@@ -85,6 +94,15 @@ export class DeviceDma {
   writtenBytes = 0;
   readonly u8: Uint8Array;
   readonly dv: DataView;
+  /**
+   * Copies of a request's size go four bytes at a time when both sides are
+   * aligned: guest RAM as words, and the word view of the device buffer
+   * copied last (a device reuses its request and status buffers).
+   */
+  private readonly ramWords: Int32Array;
+  private wordsOf: Uint8Array | undefined;
+  private wordsAt = 0;
+  private words: Int32Array<ArrayBufferLike> = new Int32Array(0);
 
   constructor(
     mem: GuestMemory,
@@ -92,6 +110,7 @@ export class DeviceDma {
   ) {
     this.u8 = mem.u8;
     this.dv = mem.dv;
+    this.ramWords = new Int32Array(mem.buffer, 0, mem.buffer.byteLength >> 2);
   }
 
   /**
@@ -100,7 +119,7 @@ export class DeviceDma {
    */
   transfer(addr: Addr, buf: Uint8Array, access: number, pos = 0, len = buf.length - pos): boolean {
     // Most transfers (request headers, status bytes) sit in one page: translate once, copy, no closure.
-    if (typeof addr === 'number' && addr % PAGE + len <= PAGE) {
+    if (typeof addr === 'number' && (lo32(addr) & (PAGE - 1)) + len <= PAGE) {
       const off = this.space.resolve(addr, len, access);
       if (off < 0) return false;
       this.copy(off, pos, len, buf, access);
@@ -109,18 +128,32 @@ export class DeviceDma {
     return eachPage(this.space, addr, len, access, (off, at, n) => this.copy(off, pos + at, n, buf, access));
   }
 
-  private copy(off: number, pos: number, n: number, buf: Uint8Array, access: number): void {
-    const u8 = this.u8;
-    // Below a few dozen bytes a loop beats two subarray views and a set().
-    if (access === DMA_READ) {
-      if (n <= SMALL_COPY) for (let i = 0; i < n; i++) buf[pos + i] = u8[off + i]!;
-      else buf.set(u8.subarray(off, off + n), pos);
-      this.readBytes += n;
-    } else {
-      if (n <= SMALL_COPY) for (let i = 0; i < n; i++) u8[off + i] = buf[pos + i]!;
-      else u8.set(buf.subarray(pos, pos + n), off);
-      this.writtenBytes += n;
+  /** Moves bytes at a RAM offset already resolved for `access`. */
+  copy(off: number, pos: number, n: number, buf: Uint8Array, access: number): void {
+    if (access === DMA_READ) this.readBytes += n;
+    else this.writtenBytes += n;
+    if (n >= WORDS_FROM && n < WORDS_BELOW) {
+      if (buf !== this.wordsOf) this.takeWords(buf);
+      const at = this.wordsAt + pos;
+      if (((off | at | n) & 3) === 0) {
+        const ram = this.ramWords;
+        const own = this.words;
+        const r = off >> 2;
+        const b = at >> 2;
+        if (access === DMA_READ) for (let i = 0; i < n >> 2; i++) own[b + i] = ram[r + i]!;
+        else for (let i = 0; i < n >> 2; i++) ram[r + i] = own[b + i]!;
+        return;
+      }
     }
+    if (access === DMA_READ) copyBytes(buf, pos, this.u8, off, n);
+    else copyBytes(this.u8, off, buf, pos, n);
+  }
+
+  /** The word view of a device's buffer; byteOffset and buffer are slow getters, so it is kept for the next copy. */
+  private takeWords(buf: Uint8Array): void {
+    this.wordsOf = buf;
+    this.wordsAt = buf.byteOffset;
+    this.words = new Int32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
   }
 }
 
@@ -149,11 +182,19 @@ class MappedArea {
   }
 }
 
-/** A popped buffer: its device-readable then device-writable segments. It and its segments are valid until it is pushed. */
+/**
+ * A popped buffer: its device-readable then device-writable segments. It and
+ * its segments are valid until it is pushed. The walker resolved each
+ * single-page segment once, as QEMU maps a descriptor once at pop; reads and
+ * writes reuse that while the address space is unchanged, and translate
+ * again (and may fault) once a mapping went away.
+ */
 export class DescriptorChain {
   head = 0;
-  readonly readable: Segment[] = [];
-  readonly writable: Segment[] = [];
+  readonly readable: WalkedSegment[] = [];
+  readonly writable: WalkedSegment[] = [];
+  /** The space's generation when the walker resolved the segments. */
+  generation = 0;
   /** Segment objects kept across reuse, so that a pop allocates nothing per descriptor once warm. */
   private readonly pool: MutableSegment[] = [];
   private pooled = 0;
@@ -166,14 +207,14 @@ export class DescriptorChain {
 
   constructor(private readonly dma: DeviceDma) {}
 
-  /** Copies readable bytes from stream position `pos` into `dst`; returns the count (short at the end or on a fault). */
-  read(pos: number, dst: Uint8Array): number {
-    return this.copy(this.readable, pos, dst, DMA_READ);
+  /** Copies `len` readable bytes from stream position `pos` into `dst`; returns the count (short at the end or on a fault). */
+  read(pos: number, dst: Uint8Array, len = dst.length): number {
+    return this.copy(this.readable, pos, dst, len, DMA_READ);
   }
 
   /** Copies `src` into the writable part at stream position `pos`; returns the count (short at the end or on a fault). */
   write(pos: number, src: Uint8Array): number {
-    const n = this.copy(this.writable, pos, src, DMA_WRITE);
+    const n = this.copy(this.writable, pos, src, src.length, DMA_WRITE);
     this.written += n;
     return n;
   }
@@ -189,12 +230,13 @@ export class DescriptorChain {
     this.faulted = false;
   }
 
-  /** The walker's only way to add a buffer. */
+  /** The walker's only way to add a buffer; its offset comes later, from the reachability check. */
   add(addr: Addr, len: number, writable: boolean): void {
-    const seg = this.pool[this.pooled] ?? (this.pool[this.pooled] = { addr, len });
+    const seg = this.pool[this.pooled] ?? (this.pool[this.pooled] = { addr, len, off: -1 });
     this.pooled++;
     seg.addr = addr;
     seg.len = len;
+    seg.off = -1;
     if (writable) {
       this.writable.push(seg);
       this.writableBytes += len;
@@ -204,17 +246,20 @@ export class DescriptorChain {
     }
   }
 
-  private copy(segs: readonly Segment[], pos: number, buf: Uint8Array, access: number): number {
+  private copy(segs: readonly WalkedSegment[], pos: number, buf: Uint8Array, len: number, access: number): number {
+    const dma = this.dma;
+    const resolved = this.generation === dma.space.generation;
     let done = 0;
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i]!;
-      if (done === buf.length) break;
+      if (done === len) break;
       if (pos >= s.len) {
         pos -= s.len;
         continue;
       }
-      const n = Math.min(s.len - pos, buf.length - done);
-      if (!this.dma.transfer(pos === 0 ? s.addr : addAddr(s.addr, pos), buf, access, done, n)) {
+      const n = Math.min(s.len - pos, len - done);
+      if (resolved && s.off >= 0) dma.copy(s.off + pos, done, n, buf, access);
+      else if (!dma.transfer(pos === 0 ? s.addr : addAddr(s.addr, pos), buf, access, done, n)) {
         this.faulted = true;
         break;
       }
@@ -426,15 +471,21 @@ export class SplitQueue {
       i = dv.getUint16(off + D.next, true);
       if (i >= tableSize) return new QueueError('NEXT_OUT_OF_RANGE', `queue ${q}: next ${i} >= ${indirect ? 'indirect table size' : 'queue size'} ${tableSize}`);
     }
-    return this.unreachable(chain.readable, DMA_READ) ?? this.unreachable(chain.writable, DMA_WRITE);
+    chain.generation = this.dma.space.generation;
+    return this.unreachable(chain.readable as MutableSegment[], DMA_READ) ?? this.unreachable(chain.writable as MutableSegment[], DMA_WRITE);
   }
 
-  private unreachable(segs: readonly Segment[], access: number): QueueError | undefined {
+  /** Checks that every byte is reachable, and keeps the offset of each segment one translation covers. */
+  private unreachable(segs: readonly MutableSegment[], access: number): QueueError | undefined {
+    const space = this.dma.space;
     for (let i = 0; i < segs.length; i++) {
       const s = segs[i]!;
-      if (!eachPage(this.dma.space, s.addr, s.len, access)) {
-        return new QueueError('UNREACHABLE_BUFFER', `queue ${this.index}: buffer 0x${s.addr.toString(16)}+${s.len} not reachable`);
-      }
+      const addr = s.addr;
+      if (typeof addr === 'number' && (lo32(addr) & (PAGE - 1)) + s.len <= PAGE) {
+        s.off = space.resolve(addr, s.len, access);
+        if (s.off >= 0) continue;
+      } else if (eachPage(space, addr, s.len, access)) continue;
+      return new QueueError('UNREACHABLE_BUFFER', `queue ${this.index}: buffer 0x${addr.toString(16)}+${s.len} not reachable`);
     }
     return undefined;
   }
@@ -447,7 +498,7 @@ export class SplitQueue {
     }
     const table = this.table;
     const u8 = this.dma.u8;
-    return eachPage(this.dma.space, addr, len, DMA_READ, (off, pos, n) => table.set(u8.subarray(off, off + n), pos)) ? this.tableView : undefined;
+    return eachPage(this.dma.space, addr, len, DMA_READ, (off, pos, n) => copyBytes(table, pos, u8, off, n)) ? this.tableView : undefined;
   }
 }
 

@@ -65,10 +65,12 @@ describe('IntervalTree', () => {
             case 'insert': {
               const end = o.a + o.len > MAX ? MAX : o.a + o.len;
               expect(t.insert(a, toAddr(end), n)).toBe(m.insert(o.a, end, n));
+              t.validate();
               break;
             }
             case 'remove':
               expect(t.remove(a)?.value).toBe(m.remove(o.a));
+              t.validate();
               break;
             case 'find':
               expect(t.find(a)?.value).toBe(m.find(o.a));
@@ -87,6 +89,26 @@ describe('IntervalTree', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  it('keeps every stored height exact through thousands of inserts and removals in random order', () => {
+    const t = new IntervalTree<number>();
+    let seed = 1;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+    const live = new Set<number>();
+    for (let step = 0; step < 20_000; step++) {
+      const k = next() % 5000;
+      if (live.has(k)) {
+        expect(t.remove(k)?.value).toBe(k);
+        live.delete(k);
+      } else {
+        expect(t.insert(k, k, k)).toBe(true);
+        live.add(k);
+      }
+      if (step % 97 === 0) t.validate();
+    }
+    t.validate();
+    expect(t.size).toBe(live.size);
   });
 
   it('stays balanced: height within 1.44 log2(n + 2) after ascending inserts and removals', () => {

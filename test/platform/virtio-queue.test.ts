@@ -194,7 +194,7 @@ describe('chain walker: valid chains', () => {
     ring.add(0);
     const c = popChain(q);
     writeDesc(h.mem, t, 0, { addr: 0, len: 4 });
-    expect(c.readable).toEqual([{ addr: buf, len: 64 }]);
+    expect(c.readable).toMatchObject([{ addr: buf, len: 64 }]);
   });
 
   it('copies across segment boundaries in both directions and counts the exact bytes written', () => {
@@ -351,9 +351,11 @@ describe('notification suppression', () => {
 /** An IOMMU-like space: 4 KiB IOVA pages mapped to arbitrary guest-physical pages, with a generation. */
 class PagedSpace implements AddressSpace {
   generation = 0;
+  resolves = 0;
   readonly pages = new Map<number, number>();
   constructor(private readonly h: Host) {}
   resolve(addr: Addr, len: number, access: number): number {
+    this.resolves++;
     if (typeof addr === 'bigint') return -1;
     const gpa = this.pages.get(Math.floor(addr / 4096));
     if (gpa === undefined || (addr % 4096) + len > 4096) return -1;
@@ -368,6 +370,20 @@ class PagedSpace implements AddressSpace {
   write32(): boolean {
     return false;
   }
+}
+
+/** A queue of 4 whose rings sit at IOVA 0x10_0000 (GPA 0x1_0000 up) and whose buffer page 0x20_0000 is mapped 1:1. */
+function pagedQueue() {
+  const h = new Host();
+  const space = new PagedSpace(h);
+  for (let i = 0; i < 4; i++) space.pages.set(0x100 + i, 0x1_0000 + i * 4096);
+  space.pages.set(0x200, 0x20_0000);
+  const q = new SplitQueue(0, 4, new DeviceDma(h.mem, space));
+  q.setAddressWord('desc', false, 0x10_0000);
+  q.setAddressWord('driver', false, 0x10_1000);
+  q.setAddressWord('device', false, 0x10_2000);
+  q.enable();
+  return { h, space, q };
 }
 
 describe('ring areas through a translating address space', () => {
@@ -421,16 +437,34 @@ describe('ring areas through a translating address space', () => {
     expect((r as QueueError).reason).toBe('UNREACHABLE_RING');
   });
 
+  it('translates a one-page buffer once at the pop, and again only after the space changed', () => {
+    const { h, space, q } = pagedQueue();
+    space.pages.set(0x201, 0x30_0000);
+    writeDesc(h.mem, 0x1_0000, 0, { addr: 0x20_0010, len: 16, flags: NEXT, next: 1 });
+    writeDesc(h.mem, 0x1_0000, 1, { addr: 0x20_0100, len: 8, flags: WRITE });
+    h.mem.dv.setUint16(0x1_1000 + 2, 1, true);
+    h.mem.u8.set([1, 2, 3, 4], 0x20_0010);
+    const c = popChain(q);
+    expect(c.readable[0]!.off).toBe(h.space.resolve(0x20_0010, 16, DMA_READ));
+    const walked = space.resolves;
+    const got = new Uint8Array(4);
+    expect(c.read(0, got)).toBe(4);
+    expect([...got]).toEqual([1, 2, 3, 4]);
+    expect(c.write(0, Uint8Array.of(9))).toBe(1);
+    expect(space.resolves).toBe(walked);
+    expect(h.mem.u8[0x20_0100]).toBe(9);
+
+    // The page moves under the buffer: the next write translates again and lands in the new page.
+    space.pages.set(0x200, 0x30_0000);
+    space.generation++;
+    expect(c.write(1, Uint8Array.of(7))).toBe(1);
+    expect(space.resolves).toBe(walked + 1);
+    expect(h.mem.u8[0x30_0101]).toBe(7);
+    expect(h.mem.u8[0x20_0101]).toBe(0);
+  });
+
   it('marks a chain faulted when its buffer is unmapped after the pop', () => {
-    const h = new Host();
-    const space = new PagedSpace(h);
-    for (let i = 0; i < 4; i++) space.pages.set(0x100 + i, 0x1_0000 + i * 4096);
-    space.pages.set(0x200, 0x20_0000);
-    const q = new SplitQueue(0, 4, new DeviceDma(h.mem, space));
-    q.setAddressWord('desc', false, 0x10_0000);
-    q.setAddressWord('driver', false, 0x10_1000);
-    q.setAddressWord('device', false, 0x10_2000);
-    q.enable();
+    const { h, space, q } = pagedQueue();
     writeDesc(h.mem, 0x1_0000, 0, { addr: 0x20_0000, len: 16, flags: WRITE });
     h.mem.dv.setUint16(0x1_1000 + 2, 1, true);
     const c = popChain(q);
