@@ -5,42 +5,39 @@
 // fragmentation, and the way a plain max-gap tree degrades to O(n) under a
 // 32-bit limit when the free space above the limit satisfies every maximum.
 //
-// One data structure: a GapTree (dma/iova/gap-tree.ts), an AVL tree of the
-// allocated and reserved ranges plus an anchor above them all. Each node
-// owns the free gap below its range, and each subtree records its largest
-// gap twice: in pfns, for unaligned requests, and as the largest size-aligned
+// One data structure: a GapTree (dma/iova/gap-tree.ts), a B-tree of the
+// allocated and reserved ranges plus an anchor above them all, 16 slots a
+// node, in flat typed arrays. Each range owns the free gap below it, and
+// each internal node records, for each child, the largest gap below it
+// twice: in pfns, for unaligned requests, and as the largest size-aligned
 // request any of its gaps can take. The second is exact, not a bound: a gap
 // that fits an aligned range only at a lucky alignment is found like any
 // other, at no extra cost, because the sizes a gap takes aligned are always
-// 1 .. some maximum (gap-tree.ts says why).
+// 1 .. some maximum (gap-tree.ts says why). Wide nodes rather than binary
+// ones because what an operation costs is its dependent cache misses: a
+// binary tree of 300,000 ranges is some 20 levels of them, this one 5, the
+// top three of which stay in cache.
 //
 // Invariants: the tree holds every live and reserved range, disjoint, and the
 // anchor above them; the free pfns at or above startPfn are exactly the gaps;
-// the subtree maxima are exact. Nothing is cached: this strategy measures
+// the per-child maxima are exact. Nothing is cached: this strategy measures
 // the tree itself.
 //
-// Costs, n ranges in the tree, h <= 1.44 log2(n + 2) its height:
-//   alloc / allocFast: one walk to the limit (h nodes), back up the nodes
-//     where it turned right, checking each one's gap and left subtree's
-//     maximum (h), and one descent into the first subtree that fits (h):
-//     at most 3h nodes, whether it succeeds or fails; then an insert (h);
-//   free / freeFast: a lookup (h), then the walk back up (h), which stops
-//     as soon as heights and maxima stop changing;
+// Costs, n ranges in the tree, B = 16, h <= 1 + log8(n / 2) its height:
+//   alloc / allocFast: one walk to the limit (h nodes), back up that path
+//     scanning the slots left of it (no new nodes), and one descent into the
+//     first slot that fits (h - 1 more): at most 2h nodes and 3hB slot reads,
+//     whether it succeeds or fails; then an insert, which shifts at most B
+//     slots a level and splits or spills at most one node a level;
+//   free / freeFast: a lookup (h), the removal, and raising the maxima above
+//     it (they can only grow: the successor's gap swallows the range), or
+//     merging up the path when the leaf falls below half full; a range last
+//     in its leaf takes a second lookup to give its gap to the next leaf;
 //   reserve: O((k + 1) log n) for the k ranges it overlaps. Unlike iova.c it
 //     extends none of them: the holes between them become ranges of their own.
 import type { IovaStats } from '../../abi/report.ts';
 import { IOVA_MAX_PFN, IovaFastCounters, roundupPow2, type IovaDomain, type IovaDomainParams } from '../iova.ts';
-import { GapTree, NIL, alignDown } from './gap-tree.ts';
-
-/**
- * A node in C: parent (with the balance in its low bits), left, right,
- * pfn_lo, pfn_hi, gap_lo, subtree max gap, subtree max aligned fit: eight
- * words, one 64-byte cache line, the same slab object size as struct iova
- * with SLAB_HWCACHE_ALIGN. The node's own gap and fit are a few instructions
- * from pfn_lo and gap_lo, so they need no words of their own (the JS layout
- * keeps the fit instead and moves the parent aside).
- */
-const GAP_NODE_BYTES = 64;
+import { GapTree } from './gap-tree.ts';
 
 /** 2^k for k = 0 .. 32, so that rounding a size up costs no Math.pow. */
 const POW2_32 = Float64Array.from({ length: 33 }, (_, k) => 2 ** k);
@@ -67,17 +64,18 @@ export class AugmentedIovaDomain implements IovaDomain {
 
   /** Finds the range holding `pfn`, as iova.c does; the size is not needed. */
   free(pfn: number, _size?: number): void {
-    const node = this.tree.find(pfn);
-    if (node !== NIL && node !== this.tree.anchor) this.tree.erase(node);
+    if (this.tree.find(pfn)) this.tree.erase();
   }
 
   reserve(pfnLo: number, pfnHi: number): boolean {
     if (pfnLo > pfnHi || pfnLo < 0 || pfnHi > IOVA_MAX_PFN) return false;
     // Fill the holes between the ranges it overlaps, up to the anchor at worst.
-    let lo = pfnLo;
-    for (let n = this.tree.ceilByEnd(pfnLo); lo <= pfnHi; n = this.tree.next(n)) {
-      if (lo < this.tree.lo(n)) this.tree.insertBefore(lo, Math.min(pfnHi, this.tree.lo(n) - 1), n);
-      lo = this.tree.hi(n) + 1;
+    for (let lo = pfnLo; lo <= pfnHi; ) {
+      this.tree.seek(lo);
+      const nextLo = this.tree.lo();
+      const nextHi = this.tree.hi();
+      if (lo < nextLo) this.tree.insert(lo, Math.min(pfnHi, nextLo - 1));
+      lo = nextHi + 1;
     }
     return true;
   }
@@ -96,7 +94,7 @@ export class AugmentedIovaDomain implements IovaDomain {
   }
 
   footprintBytes(): number {
-    return this.tree.size * GAP_NODE_BYTES;
+    return this.tree.bytes();
   }
 
   /** For tests: nodes the last allocation looked at. */
@@ -113,10 +111,8 @@ export class AugmentedIovaDomain implements IovaDomain {
   private allocRange(size: number, limitPfn: number, align: number): number {
     const limit = Math.min(limitPfn, IOVA_MAX_PFN);
     if (size < 1 || limit - size + 1 < this.startPfn) return -1;
-    const succ = this.tree.findFit(size, align, limit);
-    if (succ === NIL) return -1;
-    const pfn = alignDown(Math.min(this.tree.lo(succ) - 1, limit) - size + 1, align);
-    this.tree.insertBefore(pfn, pfn + size - 1, succ);
+    const pfn = this.tree.findFit(size, align, limit);
+    if (pfn >= 0) this.tree.insert(pfn, pfn + size - 1);
     return pfn;
   }
 }

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { IOVA_MAX_PFN, roundupPow2, type IovaDomainParams } from '../../dma/iova.ts';
 import { AugmentedIovaDomain } from '../../dma/iova/augmented.ts';
-import { alignedFit } from '../../dma/iova/gap-tree.ts';
+import { NODE_BYTES, NODE_SLOTS, alignedFit } from '../../dma/iova/gap-tree.ts';
 import { LinuxIovaDomain } from '../../dma/iova/linux.ts';
 import { Cpus } from '../../kernel/smp.ts';
 import type { Timer } from '../../kernel/timer.ts';
@@ -146,7 +146,7 @@ describe('augmented IOVA allocator: placement', () => {
 });
 
 describe('augmented IOVA allocator: O(log n) under a limit', () => {
-  it('allocates below 4 GiB in a domain of 100,000 fragmented 64-bit ranges touching O(log n) nodes', () => {
+  it('allocates below 4 GiB in a domain of 100,000 fragmented 64-bit ranges touching O(log_B n) nodes', () => {
     // The 32-bit space is 256 pfns; above it, one huge free gap and then 100,000 live ranges with holes.
     const iovad = domain(0xfff00);
     const high = Array.from({ length: 200_000 }, () => iovad.alloc(1, LIMIT_64, true));
@@ -156,7 +156,10 @@ describe('augmented IOVA allocator: O(log n) under a limit', () => {
     for (let i = 0; i < low.length; i += 8) iovad.free(low[i]!, 1);
     const n = iovad.stats().ranges;
     expect(n).toBeGreaterThan(100_000);
-    const bound = 4.5 * Math.log2(n); // 3 * 1.44 * log2(n): the walk to the limit, its right turns, one descent
+    // The walk to the limit and one descent: twice the height, 1 + log_{B/2}(n / 2) at most. A walk along
+    // the leaves would touch thousands of nodes here (n / B at least).
+    const bound = 2 * (1 + Math.ceil(Math.log(n / 2) / Math.log(NODE_SLOTS / 2)));
+    expect(bound).toBeLessThan(n / NODE_SLOTS / 100);
     const visits: number[] = [];
     const check = (pfn: number, expected: number) => {
       expect(pfn).toBe(expected);
@@ -202,6 +205,46 @@ describe('augmented IOVA allocator: the tree under load', () => {
     for (const [pfn, size] of live) iovad.free(pfn, size);
     iovad.validate();
     expect(iovad.stats().ranges).toBe(1);
+  });
+  it('splits, spills and merges at every level, growing to four levels or more and back to one leaf', () => {
+    let seed = 11;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return Math.floor((seed / 2 ** 31) * n); // the high bits: the low ones of this generator have short periods
+    };
+    const iovad = domain();
+    const live: number[] = [];
+    const take = () => {
+      const k = rand(live.length);
+      const pfn = live[k]!;
+      live[k] = live.at(-1)!;
+      live.pop();
+      return pfn;
+    };
+    const validateNow = (i: number) => {
+      if (i % 4999 === 0) iovad.validate();
+    };
+    for (let i = 0; live.length < 60_000; i++) {
+      // Mostly single pages from the top, some in a small window lower down, and a free now and then.
+      const limit = rand(4) === 0 ? 2 ** 30 + rand(2 ** 20) : LIMIT_64;
+      const pfn = iovad.alloc(1 + rand(2), limit, rand(2) === 0);
+      if (pfn >= 0) live.push(pfn);
+      if (rand(8) === 0) iovad.free(take());
+      validateNow(i);
+    }
+    // The limit cuts the lowest range's gap: the walk down is all it takes, one node a level.
+    expect(iovad.alloc(1, 2 ** 20, true)).toBe(2 ** 20);
+    expect(iovad.lastVisited).toBeGreaterThanOrEqual(4);
+    for (let i = 0; live.length > 0; i++) {
+      const pfn = take();
+      iovad.free(pfn);
+      if (rand(4) === 0) live.push(iovad.alloc(1, pfn, false)); // straight back into the hole
+      validateNow(i);
+    }
+    iovad.free(2 ** 20);
+    iovad.validate();
+    expect(iovad.stats().ranges).toBe(0);
+    expect(iovad.footprintBytes()).toBe(NODE_BYTES);
   });
 });
 
@@ -281,13 +324,21 @@ describe('augmented IOVA allocator: stats and footprint', () => {
     expect(iovad.stats()).toEqual({ allocs: 2, failures: 1, rcacheHits: 0, rcacheMisses: 3, ranges: 2 });
   });
 
-  it('counts 64 bytes a tree node, the anchor included', () => {
+  it('counts the nodes in use, a few dozen bytes a range, and gives them back', () => {
     const iovad = domain();
-    expect(iovad.footprintBytes()).toBe(64);
+    expect(iovad.footprintBytes()).toBe(NODE_BYTES); // one leaf: the anchor
     const pfn = iovad.alloc(1, DMA32_LIMIT, true);
     iovad.reserve(0x10, 0x20);
-    expect(iovad.footprintBytes()).toBe(3 * 64);
+    expect(iovad.footprintBytes()).toBe(NODE_BYTES);
     iovad.free(pfn, 1);
-    expect(iovad.footprintBytes()).toBe(2 * 64);
+    const pfns = Array.from({ length: 10_000 }, () => iovad.alloc(1, LIMIT_64, true));
+    // Top-down, every range goes in at the low end of a leaf: without spilling into the sibling
+    // each leaf would be left half full, twice the bytes. With it they are nearly full.
+    const ranges = iovad.stats().ranges;
+    expect(iovad.footprintBytes()).toBeGreaterThanOrEqual((ranges * NODE_BYTES) / NODE_SLOTS);
+    expect(iovad.footprintBytes()).toBeLessThanOrEqual(((ranges * NODE_BYTES) / NODE_SLOTS) * 1.2);
+    for (const p of pfns) iovad.free(p, 1);
+    expect(iovad.footprintBytes()).toBe(NODE_BYTES);
+    iovad.validate();
   });
 });
