@@ -165,18 +165,26 @@ export class DeviceDma {
 class MappedArea {
   private readonly pages: number[] = [];
   private start = 0;
+  /** Offset of byte 0 when the pages lie one after another in RAM (always without an IOMMU), else -1. */
+  private flat = -1;
 
   /** False if any byte of the area is unreachable. */
   map(space: AddressSpace, addr: Addr, bytes: number, access: number): boolean {
     this.start = lo32(addr) & (PAGE - 1);
     this.pages.length = 0;
-    return eachPage(space, addr, bytes, access, (off, pos) => {
+    const ok = eachPage(space, addr, bytes, access, (off, pos) => {
       this.pages.push(off - ((this.start + pos) & (PAGE - 1)));
     });
+    const pages = this.pages;
+    let flat = ok;
+    for (let i = 1; i < pages.length && flat; i++) flat = pages[i] === pages[i - 1]! + PAGE;
+    this.flat = flat ? pages[0]! + this.start : -1;
+    return ok;
   }
 
   /** Offset in guest RAM of byte `x` of the area. */
   at(x: number): number {
+    if (this.flat >= 0) return this.flat + x;
     const p = this.start + x;
     return this.pages[p >>> PAGE_SHIFT]! + (p & (PAGE - 1));
   }
@@ -279,6 +287,8 @@ export class SplitQueue {
   readonly addr: Record<RingArea, Addr> = { desc: 0, driver: 0, device: 0 };
   /** Free-running u16 indices: the next avail entry to pop and the next used entry to fill. */
   nextAvail = 0;
+  /** The avail.idx last read: entries up to it are known to be there. */
+  private shadowAvailIdx = 0;
   nextUsed = 0;
   /** Negotiated ring features, set by the device when features are final. */
   eventIdx = false;
@@ -311,7 +321,7 @@ export class SplitQueue {
     this.size = this.maxSize;
     this.ready = false;
     this.addr.desc = this.addr.driver = this.addr.device = 0;
-    this.nextAvail = this.nextUsed = this.signalledUsed = 0;
+    this.nextAvail = this.nextUsed = this.signalledUsed = this.shadowAvailIdx = 0;
     this.eventIdx = this.indirectDesc = false;
     this.mappedGeneration = -1;
   }
@@ -344,6 +354,7 @@ export class SplitQueue {
     }
     this.ready = true;
     this.mappedGeneration = -1;
+    this.shadowAvailIdx = this.nextAvail; // the rings may be new: read avail.idx again
     return undefined;
   }
 
@@ -355,10 +366,14 @@ export class SplitQueue {
   pop(): DescriptorChain | QueueError | undefined {
     const bad = this.mapRings();
     if (bad) return bad;
-    const availIdx = this.dma.dv.getUint16(this.avail.at(VirtqAvailHeader.off.idx), true);
-    const pending = (availIdx - this.nextAvail) & 0xffff;
-    if (pending > this.size) return new QueueError('AVAIL_IDX_OUT_OF_RANGE', `queue ${this.index}: avail idx moved from ${this.nextAvail} to ${availIdx}`);
-    if (pending === 0) return undefined;
+    // avail.idx is read again only once the entries seen so far are taken, as QEMU's shadow_avail_idx.
+    if (this.shadowAvailIdx === this.nextAvail) {
+      const availIdx = this.dma.dv.getUint16(this.avail.at(VirtqAvailHeader.off.idx), true);
+      const pending = (availIdx - this.nextAvail) & 0xffff;
+      if (pending > this.size) return new QueueError('AVAIL_IDX_OUT_OF_RANGE', `queue ${this.index}: avail idx moved from ${this.nextAvail} to ${availIdx}`);
+      if (pending === 0) return undefined;
+      this.shadowAvailIdx = availIdx;
+    }
     const head = this.dma.dv.getUint16(this.avail.at(splitRing.availRing(this.nextAvail & (this.size - 1))), true);
     const chain = this.spare.pop() ?? new DescriptorChain(this.dma);
     chain.clear(head);

@@ -226,6 +226,22 @@ describe('chain walker: valid chains', () => {
   });
 });
 
+describe('avail ring', () => {
+  it('reads avail.idx again only once the entries it announced are taken, as QEMU does', () => {
+    const { h, ring, q } = bareQueue(4);
+    for (let i = 0; i < 2; i++) ring.setDesc(i, { addr: h.alloc(4), len: 4, flags: WRITE });
+    ring.add(0);
+    ring.add(1);
+    expect(popChain(q).head).toBe(0);
+    // The driver breaks the ring: the entry already announced is still taken, the jump is found at the next read.
+    ring.setAvailIdx(2 + q.size + 1);
+    expect(popChain(q).head).toBe(1);
+    const r = q.pop();
+    expect(r).toBeInstanceOf(QueueError);
+    expect((r as QueueError).reason).toBe('AVAIL_IDX_OUT_OF_RANGE');
+  });
+});
+
 describe('used ring', () => {
   it('wraps used idx and avail idx across 65535 -> 0, filling slots in ring order', () => {
     const { h, ring, q } = bareQueue(4);
