@@ -57,7 +57,13 @@
 // and splits, spills or merges at most one node a level, each with one
 // sibling; then it updates the summaries above it, stopping at the first
 // that does not change. An erase that leaves its leaf half full only raises
-// them: the successor's gap swallows the range, so no maximum can fall.
+// them: the successor's gap swallows the range, so no maximum can fall. An
+// insert only splits a gap, so a maximum can only fall, and a node is
+// rescanned only if the parent's summary shows the gap was its maximum.
+// A range that goes in just below the first of a leaf goes at the end of
+// the leaf before, if that holds fewer: where a range freed as the last of
+// its leaf came from, so a freed range allocated again does not wander to
+// the next leaf, shifting a full leaf and spilling it as it goes.
 
 /** Slots a node holds (B): a power of two, so that a node's offset / STRIDE is a shift. */
 export const NODE_SLOTS = 16;
@@ -222,10 +228,13 @@ export class GapTree {
 
   /** Inserts [lo, hi] just below the range at the cursor, carving it out of that range's gap. */
   insert(lo: number, hi: number): void {
+    if (this.slot[0] === 0 && this.appendLeft(lo, hi)) return;
     this.makeRoom(0);
     const f = this.f; // after makeRoom: it may move the array
     const n = this.path[0];
     const i = this.slot[0];
+    const gap = f[n + GAP + i];
+    const fit = f[n + FIT + i];
     this.move(n, i, n, i + 1, this.used(n) - i);
     this.setUsed(n, this.used(n) + 1);
     f[n + KEY + i] = hi;
@@ -233,7 +242,7 @@ export class GapTree {
     this.setGap(n, i, this.gapLo(n, i + 1));
     this.setGap(n, i + 1, Math.max(this.floor, hi + 1));
     this.size++;
-    this.refresh(0);
+    this.lower(0, gap, fit);
   }
 
   /** Removes the range at the cursor (never the anchor) and gives its range and gap to its successor's gap. */
@@ -247,16 +256,29 @@ export class GapTree {
     this.move(n, i + 1, n, i, count - i);
     this.setUsed(n, count);
     this.size--;
-    if (i === count) {
-      // The successor opens the next leaf: find it again, after any merge.
+    if (i < count) {
+      this.setGap(n, i, gapLo);
+      if (count >= MIN_SLOTS || this.height === 1) this.raise(f[n + GAP + i], f[n + FIT + i]);
+      else this.rebalance(0);
+    } else if (count >= MIN_SLOTS && this.slot[1] + 1 < this.used(this.path[1])) {
+      // The successor opens the next leaf (so the tree has two levels at least: the anchor follows the
+      // range), here a sibling. This leaf's key fell, so its summary is redone; above it, the successor's
+      // gap swallowed the range's, so the maxima can only have grown.
+      const p = this.path[1];
+      const j = this.slot[1] + 1;
+      const r = f[p + VAL + j] | 0;
+      this.summarize(n, p, j - 1);
+      this.path[0] = r;
+      this.slot[0] = 0;
+      this.slot[1] = j;
+      this.setGap(r, 0, gapLo);
+      this.raise(f[r + GAP], f[r + FIT]);
+    } else {
+      // The successor is further away: find it again, after any merge.
       this.rebalance(0);
       this.seek(lo);
       this.setGap(this.path[0], this.slot[0], gapLo);
       this.refresh(0);
-    } else {
-      this.setGap(n, i, gapLo);
-      if (count >= MIN_SLOTS || this.height === 1) this.raise(f[n + GAP + i], f[n + FIT + i]);
-      else this.rebalance(0);
     }
   }
 
@@ -366,9 +388,29 @@ export class GapTree {
   }
 
   /**
-   * The leaf on the path lost a range to its successor's gap, in the same
-   * leaf, which now covers both old gaps: its maxima can only have grown,
-   * to (gap, fit), and its key is unchanged. Raises the summaries above to
+   * A gap of (gap, fit) below the node on the path at `level` was split in
+   * two: its maxima can only have fallen, and only if that gap held one of
+   * them, which the parent's summary tells without a scan. Rescans only
+   * then, and goes on up while the summary changes; the key is unchanged.
+   */
+  private lower(level: number, gap: number, fit: number): void {
+    const f = this.f;
+    for (; level < this.height - 1; level++) {
+      const p = this.path[level + 1];
+      const j = this.slot[level + 1];
+      const maxGap = f[p + GAP + j];
+      const maxFit = f[p + FIT + j];
+      if (gap < maxGap && fit < maxFit) return;
+      if (!this.summarize(this.path[level], p, j)) return;
+      gap = maxGap;
+      fit = maxFit;
+    }
+  }
+
+  /**
+   * The leaf on the path holds a gap that swallowed an erased range and its
+   * gap: its maxima can only have grown, to (gap, fit), and its key is
+   * unchanged. Raises the summaries above to
    * them, without rescanning a node, up to the first that is already as high.
    */
   private raise(gap: number, fit: number): void {
@@ -380,6 +422,52 @@ export class GapTree {
       if (gap > f[p + GAP + j]) f[p + GAP + j] = gap;
       if (fit > f[p + FIT + j]) f[p + FIT + j] = fit;
     }
+  }
+
+  /**
+   * The range at the cursor opens its leaf: [lo, hi] goes at the end of the
+   * leaf before instead, if that holds fewer ranges; false if not, or if
+   * there is none. That is where a range freed as the last of its leaf came
+   * from: without this, a range freed and allocated again would move to the
+   * next leaf, and a ring sweeping down the space would carry whole leaves
+   * over one range at a time, each insert shifting a full leaf and every few
+   * spilling it. Taking the emptier leaf keeps ranges from drifting the
+   * other way. The cursor stays on the range above.
+   */
+  private appendLeft(lo: number, hi: number): boolean {
+    const f = this.f;
+    // The leaf before is the last one under the slot left of the path at the lowest level that has one.
+    let m = 1;
+    while (m < this.height && this.slot[m] === 0) m++;
+    if (m === this.height) return false;
+    let a = f[this.path[m] + VAL + this.slot[m] - 1] | 0;
+    for (let level = m - 1; level > 0; level--) a = f[a + VAL + this.used(a) - 1] | 0;
+    const r = this.path[0];
+    const k = this.used(a);
+    if (k >= this.used(r)) return false;
+    const gap = f[r + GAP];
+    const fit = f[r + FIT];
+    f[a + KEY + k] = hi;
+    f[a + VAL + k] = lo;
+    this.setUsed(a, k + 1);
+    this.setGap(a, k, this.gapLo(r, 0));
+    this.setGap(r, 0, Math.max(this.floor, hi + 1));
+    this.size++;
+    // Down from level m, a is the last leaf under each slot on its way: each takes a's new key, and
+    // maxima that can only have grown. Above level m, the gap was only split, as in an insert into one leaf.
+    const newGap = f[a + GAP + k];
+    const newFit = f[a + FIT + k];
+    let n = this.path[m];
+    let i = this.slot[m] - 1;
+    for (let level = m; level > 0; level--) {
+      f[n + KEY + i] = hi;
+      if (newGap > f[n + GAP + i]) f[n + GAP + i] = newGap;
+      if (newFit > f[n + FIT + i]) f[n + FIT + i] = newFit;
+      n = f[n + VAL + i] | 0;
+      i = this.used(n) - 1;
+    }
+    this.lower(0, gap, fit);
+    return true;
   }
 
   /**
@@ -525,14 +613,29 @@ export class GapTree {
     }
   }
 
-  /** Copies `k` slots, all four columns, from slot `si` of `src` to slot `di` of `dst`; overlaps are fine. */
+  /**
+   * Copies `k` slots, all four columns, from slot `si` of `src` to slot `di`
+   * of `dst`; overlaps are fine. One pass over the slots rather than one a
+   * column: each pass ends in a mispredicted branch, for k of half a node.
+   */
   private move(src: number, si: number, dst: number, di: number, k: number): void {
     const f = this.f;
-    const s = src + KEY + si;
-    const d = dst + KEY + di;
-    for (let c = 0; c < 4 * B; c += B) {
-      if (d > s) for (let x = k - 1; x >= 0; x--) f[d + c + x] = f[s + c + x];
-      else for (let x = 0; x < k; x++) f[d + c + x] = f[s + c + x];
+    const s = src + si;
+    const d = dst + di;
+    if (d > s) {
+      for (let x = k - 1; x >= 0; x--) {
+        f[d + KEY + x] = f[s + KEY + x];
+        f[d + GAP + x] = f[s + GAP + x];
+        f[d + FIT + x] = f[s + FIT + x];
+        f[d + VAL + x] = f[s + VAL + x];
+      }
+    } else {
+      for (let x = 0; x < k; x++) {
+        f[d + KEY + x] = f[s + KEY + x];
+        f[d + GAP + x] = f[s + GAP + x];
+        f[d + FIT + x] = f[s + FIT + x];
+        f[d + VAL + x] = f[s + VAL + x];
+      }
     }
   }
 

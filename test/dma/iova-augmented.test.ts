@@ -248,6 +248,35 @@ describe('augmented IOVA allocator: the tree under load', () => {
   });
 });
 
+describe('augmented IOVA allocator: a freed range allocated again', () => {
+  it('goes back into its leaf: a ring sweeping down the space keeps the tree as it was', () => {
+    const iovad = domain();
+    const ring = Array.from({ length: 256 }, () => iovad.allocFast(1, DMA32_LIMIT, true));
+    const bytes = iovad.footprintBytes();
+    for (let k = 0; k < 4 * ring.length; k++) {
+      const s = k % ring.length;
+      iovad.freeFast(ring[s]!, 1);
+      expect(iovad.allocFast(1, DMA32_LIMIT, true)).toBe(ring[s]);
+      iovad.validate();
+    }
+    expect(iovad.footprintBytes()).toBe(bytes);
+  });
+
+  it('keeps the tree exact when random ranges of a large tree are freed and allocated again', () => {
+    const iovad = domain();
+    const live = Array.from({ length: 5000 }, () => iovad.allocFast(1, LIMIT_64, true));
+    let seed = 5;
+    for (let k = 0; k < 3000; k++) {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      const s = Math.floor((seed / 2 ** 31) * live.length);
+      iovad.freeFast(live[s]!, 1);
+      expect(iovad.allocFast(1, LIMIT_64, true)).toBe(live[s]);
+      if (k % 100 === 0) iovad.validate();
+    }
+    iovad.validate();
+  });
+});
+
 describe('augmented IOVA allocator against a brute-force model (property)', () => {
   const SPACE = 256;
   const op = fc.oneof(
