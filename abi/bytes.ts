@@ -4,7 +4,7 @@
 // Node 20's V8, as much as copying 64 bytes one at a time.
 
 /** From this many bytes up, set() with its view is the faster copy. */
-export const SET_FROM = 64;
+const SET_FROM = 64;
 
 /** dst[dstAt, dstAt + n) = src[srcAt, srcAt + n). The ranges must lie inside the arrays and not overlap. */
 export function copyBytes(dst: Uint8Array, dstAt: number, src: Uint8Array, srcAt: number, n: number): void {

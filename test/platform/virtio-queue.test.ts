@@ -197,6 +197,31 @@ describe('chain walker: valid chains', () => {
     expect(c.readable).toMatchObject([{ addr: buf, len: 64 }]);
   });
 
+  it('moves exactly the bytes asked for, by words or bytes, whatever the size, the alignment or the buffer', () => {
+    const h = new Host();
+    const dma = new DeviceDma(h.mem, h.space);
+    const ram = h.mem.u8;
+    // Two device buffers in turn (the word view of the last one is kept), one of them a view at an odd offset.
+    const bufs = [new Uint8Array(1024), new Uint8Array(new ArrayBuffer(1030), 3, 1024)];
+    let seed = 7;
+    const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) & 0xff;
+    for (const n of [4, 8, 12, 60, 100, 511, 512, 700]) {
+      for (const [k, off, pos] of [[0, 0x1_0000, 0], [1, 0x1_0000, 1], [0, 0x1_0001, 4], [1, 0x1_0000, 5], [0, 0x1_0004, 8]] as const) {
+        const buf = bufs[k]!;
+        for (let i = 0; i < 1024; i++) buf[i] = next();
+        for (let i = 0; i < 2048; i++) ram[0x1_0000 + i] = next();
+        const ramBefore = ram.slice(0x1_0000, 0x1_0000 + 2048);
+        const bufBefore = buf.slice();
+        dma.copy(off, pos, n, buf, DMA_READ);
+        expect([...buf]).toEqual([...bufBefore.slice(0, pos), ...ram.slice(off, off + n), ...bufBefore.slice(pos + n)]);
+        for (let i = 0; i < 1024; i++) buf[i] = next();
+        dma.copy(off, pos, n, buf, DMA_WRITE);
+        const at = off - 0x1_0000;
+        expect([...ram.slice(0x1_0000, 0x1_0000 + 2048)]).toEqual([...ramBefore.slice(0, at), ...buf.slice(pos, pos + n), ...ramBefore.slice(at + n)]);
+      }
+    }
+  });
+
   it('copies across segment boundaries in both directions and counts the exact bytes written', () => {
     const { h, ring, q, dma } = bareQueue(8);
     const r = [h.alloc(3), h.alloc(5), h.alloc(8)];
