@@ -10,9 +10,10 @@
 import { Worker } from 'node:worker_threads';
 import { cpus as osCpus } from 'node:os';
 import { IOVA_STRATEGIES } from '../../dma/iova/index.ts';
-import { formatScaling, formatSweep, formatTable, writeOut, type ErrorRow, type Machine, type Row, type ScalingPoint, type SweepPoint } from './report.ts';
+import { formatMachineTail, formatScaling, formatSweep, formatTable, MACHINE_TAIL_TITLE, writeOut, type ErrorRow, type Machine, type Row, type ScalingPoint, type SweepPoint } from './report.ts';
 import { runE2eCell } from './e2e.ts';
 import { DEFAULT_PASS_MS, runCell, timerOverhead, type CellResult, type CellSpec } from './runner.ts';
+import { MACHINE_TAIL_NS, machineTail } from './stats.ts';
 import { resolveWorkload, WORKLOADS, type Workload } from './workloads.ts';
 
 export const USAGE = 'usage: ivory bench iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--reps N] [--latency-reps N] [--pass-ms MS] [--json] [--out DIR] [--e2e]';
@@ -222,6 +223,12 @@ export function machineName(): string {
   return `${c[0]?.model.trim() ?? 'unknown CPU'} x${c.length}, Node ${process.version}`;
 }
 
+/** The timer overhead the cells subtracted (the first that measured one), else this thread's. */
+function timerOverheadOf(results: readonly (CellResult | Error)[]): number {
+  const r = results.find((x): x is CellResult => !(x instanceof Error) && x.timer_overhead_ns > 0);
+  return r ? r.timer_overhead_ns : timerOverhead();
+}
+
 /** `ivory bench iova ...`; returns the exit code. */
 export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {}): Promise<number> {
   const print = o.stdout ?? ((s: string) => console.log(s));
@@ -278,7 +285,14 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
 
   const calibrationAfter = o.calibrate?.();
   const calibration = calibrationBefore === undefined ? null : Math.min(calibrationBefore, calibrationAfter ?? Infinity);
-  const machine: Machine = { machine: machineName(), node: process.version, calibration_ms: calibration, date: new Date().toISOString() };
+  const overheadNs = timerOverheadOf(results);
+  const machine: Machine = {
+    machine: machineName(),
+    node: process.version,
+    calibration_ms: calibration,
+    machine_tail: MACHINE_TAIL_NS.map((ns) => machineTail(ns, overheadNs)),
+    date: new Date().toISOString(),
+  };
 
   const rows: Row[] = [];
   const rowOf = new Map<number, number>();
@@ -308,12 +322,11 @@ export async function iovaMain(argv: readonly string[], o: IovaMainOptions = {})
 
   if (args.e2e) await addEndToEnd(rows, args, progress);
 
-  const overhead = rows.find((r) => r.error === undefined && r.timer_overhead_ns > 0);
-  const overheadNs = overhead && overhead.error === undefined ? overhead.timer_overhead_ns : timerOverhead();
   if (args.json) print(JSON.stringify(rows, null, 2));
   else {
     print(`IOVA allocators (${machine.machine}); ${machine.date}`);
     print(`CPU calibration: ${calibration ?? '-'} ms for 1e8 loop iterations (lower is faster right now); per-op timer overhead ${overheadNs.toFixed(1)} ns, subtracted from each latency sample`);
+    print(`${MACHINE_TAIL_TITLE}: ${formatMachineTail(machine.machine_tail)}`);
     print('ns per operation; "pair ns" = measured time without per-op timers / allocations; fail = allocations that found no space, free-fail = of those, with a free aligned block of the size under the limit; frag = mean fragmentation index; unusable = mean unusable free space at the largest request; B/live = allocator bytes per live range; ops* = stopped at the time cap (--pass-ms)\n');
     print(formatTable(rows));
     const scaling = formatScaling(rows);

@@ -4,7 +4,7 @@ import type { E2eRow } from './e2e.ts';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CellResult } from './runner.ts';
-import type { LatencySummary } from './stats.ts';
+import type { LatencySummary, MachineTail } from './stats.ts';
 import { escapeXml, formatNs, lineChart, type Series } from './svg.ts';
 
 /** Where and when the figures were taken; in every row. */
@@ -14,7 +14,16 @@ export interface Machine {
   readonly node: string;
   /** ms for 1e8 iterations of a fixed integer loop (lower = faster CPU right now), the better of before and after. */
   readonly calibration_ms: number | null;
+  /** Fixed computations timed as an operation is (stats.ts machineTail): the tail this machine gives work that never varies. */
+  readonly machine_tail: readonly MachineTail[];
   readonly date: string;
+}
+
+export const MACHINE_TAIL_TITLE = "machine's own tail now (fixed work timed as an op is; a p99.9 near these is the machine's, not the strategy's)";
+
+/** "p50 → p99 / p99.9" of each fixed computation. */
+export function formatMachineTail(tail: readonly MachineTail[]): string {
+  return tail.map((t) => `${formatNs(t.p50)} → ${formatNs(t.p99)} / ${formatNs(t.p999)}`).join('; ');
 }
 
 export interface ScalingPoint {
@@ -262,6 +271,7 @@ figure { display: inline-block; margin: 1em; }
 <body>
 <h1>IOVA allocators: ivory bench iova</h1>
 <p>${e(m.machine)}; ${e(m.date)}; CPU calibration ${m.calibration_ms ?? '-'} ms (1e8 loop iterations, lower is faster); per-op timer overhead ${info.timerOverheadNs.toFixed(1)} ns, subtracted from every latency sample.
+${e(MACHINE_TAIL_TITLE)}, p50 → p99 / p99.9: ${e(formatMachineTail(m.machine_tail))}.
 Times in ns; "pair ns" is the measured phase's time without per-op timers divided by its allocations (docs/iova-bench.md defines every column).</p>
 ${table}
 <h2>Workloads</h2>

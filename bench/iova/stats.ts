@@ -69,3 +69,46 @@ export function timerOverheadNs(samples = 100_000): number {
   }
   return percentile(d.sort(), 1);
 }
+
+/**
+ * What the machine alone does to a latency tail: a computation whose cost
+ * never varies, timed as the runner times an operation, net of the same
+ * timer overhead. Whatever its p99.9 is above its p50 comes from preemption,
+ * timer ticks and the host (on a VM, steal), not from the code timed: an
+ * operation of the same median cannot have a better tail here.
+ */
+export interface MachineTail {
+  readonly p50: number;
+  readonly p99: number;
+  readonly p999: number;
+}
+
+/** The fixed computations' sizes, about: where the tree strategies' operations lie. */
+export const MACHINE_TAIL_NS: readonly number[] = [250, 500, 1000];
+
+let tailSink = 0;
+
+/** `iterations` steps of an integer recurrence: constant time a step, and nothing the compiler can fold away. */
+function fixedWork(iterations: number): void {
+  let x = tailSink;
+  for (let i = 0; i < iterations; i++) x = (Math.imul(x, 1664525) + 1013904223) | 0;
+  tailSink = x;
+}
+
+export function machineTail(targetNs: number, overheadNs: number, samples = 100_000): MachineTail {
+  const CAL = 1_000_000;
+  fixedWork(CAL); // compiled before it is measured
+  const t0 = performance.now();
+  fixedWork(CAL);
+  const perStep = Math.max(1e-3, ((performance.now() - t0) * 1e6) / CAL);
+  const steps = Math.max(1, Math.round(targetNs / perStep));
+  const d = new Float64Array(samples);
+  for (let i = 0; i < samples; i++) {
+    const a = performance.now();
+    fixedWork(steps);
+    const b = performance.now();
+    d[i] = Math.max(0, (b - a) * 1e6 - overheadNs);
+  }
+  const s = summarize(d);
+  return { p50: s.p50, p99: s.p99, p999: s.p999 };
+}

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { iovaMain, parseIovaArgs, Progress } from '../../bench/iova/cli.ts';
 import { runCell } from '../../bench/iova/runner.ts';
+import { MACHINE_TAIL_NS } from '../../bench/iova/stats.ts';
 import { lineChart } from '../../bench/iova/svg.ts';
 
 async function run(argv: string[]) {
@@ -63,6 +64,13 @@ describe('ivory bench iova', () => {
       expect(row.bytes_per_live_range).toBeGreaterThan(0);
       expect(row.invalid_allocs).toBe(0);
       expect(row.fragmentation_series.length).toBeGreaterThan(2);
+      // The machine's own tail: one fixed computation per size, its percentiles in order.
+      expect(row.machine_tail).toHaveLength(MACHINE_TAIL_NS.length);
+      for (const t of row.machine_tail) {
+        expect(t.p50).toBeGreaterThan(0);
+        expect(t.p50).toBeLessThanOrEqual(t.p99);
+        expect(t.p99).toBeLessThanOrEqual(t.p999);
+      }
     }
     const ring = rows[0];
     expect(ring.failures).toBe(0);
@@ -86,6 +94,7 @@ describe('ivory bench iova', () => {
     const r = await run(['--strategy', 'linux-rcache', '--workload', 'nic,long-short:live=2000,fill-32', '--ops', '2000', '--reps', '1', '--latency-reps', '1', '--out', dir]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/workload\s+strategy\s+pair ns\s+alloc mean/);
+    expect(r.out).toMatch(/^machine's own tail now .*: (\S+ [nµm]?s → \S+ [nµm]?s \/ \S+ [nµm]?s(; |$)){3}/m);
     expect(r.out).toMatch(/nic\s+linux-rcache/);
     expect(r.out).toMatch(/1 CPU\s+2 CPUs\s+4 CPUs\s+8 CPUs\s+16 CPUs/);
     expect(r.err).toEqual([expect.stringMatching(/wrote \d+ files/)]);
@@ -98,6 +107,7 @@ describe('ivory bench iova', () => {
     }
     const page = readFileSync(join(dir, 'index.html'), 'utf8');
     expect(checkXml(page)).toEqual(expect.arrayContaining(['table', 'img']));
+    expect(page).toContain("machine's own tail now");
     for (const f of files.filter((x) => x.endsWith('.svg'))) expect(page).toContain(`src="${f}"`);
   }, 30_000);
 
