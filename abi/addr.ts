@@ -7,8 +7,9 @@ export type Addr = number | bigint;
 const TWO32 = 0x1_0000_0000;
 const SAFE_HI = 0x20_0000; // hi words below this keep hi * 2^32 + lo under 2^53
 
-/** Joins two 32-bit halves read off the wire. */
+/** Joins two 32-bit halves read off the wire. Most have hi 0: they skip the floating-point multiply and add. */
 export function fromHiLo(hi: number, lo: number): Addr {
+  if (hi === 0) return lo;
   return hi < SAFE_HI ? hi * TWO32 + lo : (BigInt(hi) << 32n) | BigInt(lo);
 }
 

@@ -86,7 +86,8 @@ export function dmaUnmapSg(dev: Device, sg: ScatterEntry[], dir: DmaDirection): 
 }
 
 export function dmaMappingError(addr: Addr): boolean {
-  return addr === DMA_MAPPING_ERROR;
+  // The error is a bigint: a number is never it, and the typeof test spares the mixed compare a runtime call.
+  return typeof addr === 'bigint' && addr === DMA_MAPPING_ERROR;
 }
 
 /** dma_alloc_coherent: zeroed memory both sides see at once, or undefined. */

@@ -7,6 +7,9 @@ export class GuestMemory {
   readonly u8: Uint8Array;
   readonly dv: DataView;
   readonly regions: readonly RamRegion[];
+  // The same regions in a plain array of plain objects: offsetOf runs on every
+  // DMA access, and V8 indexes frozen arrays the slow, generic way.
+  private readonly ram: RamRegion[];
 
   constructor(ranges: readonly { gpa: number; size: number }[]) {
     let offset = 0;
@@ -18,6 +21,7 @@ export class GuestMemory {
       offset += r.size;
     }
     this.regions = Object.freeze(regions);
+    this.ram = regions.map((r) => ({ ...r }));
     this.buffer = new SharedArrayBuffer(offset);
     this.u8 = new Uint8Array(this.buffer);
     this.dv = new DataView(this.buffer);
@@ -29,9 +33,9 @@ export class GuestMemory {
 
   /** Offset in the buffer of [gpa, gpa + len) when it lies inside one RAM region, else -1. */
   offsetOf(gpa: number, len: number): number {
-    const regions = this.regions;
-    for (let i = 0; i < regions.length; i++) {
-      const r = regions[i]!;
+    const ram = this.ram;
+    for (let i = 0; i < ram.length; i++) {
+      const r = ram[i]!;
       if (gpa >= r.gpa && gpa + len <= r.gpa + r.size) return r.offset + (gpa - r.gpa);
     }
     return -1;

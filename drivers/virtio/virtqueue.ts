@@ -442,12 +442,14 @@ export class Virtqueue<T extends {} = {}> {
     extra.addr[i] = addr;
     extra.len[i] = len;
     extra.flags[i] = flags;
+    // next is computed first: a conditional in setUint16's argument makes V8 call the builtin.
+    const next = flags & NEXT ? extra.next[i]! : 0;
     const o = table + i * VirtqDesc.span;
     this.dv.setUint32(o + DESC.addr, lo32(addr), true);
     this.dv.setUint32(o + DESC.addr + 4, hi32(addr), true);
     this.dv.setUint32(o + DESC.len, len, true);
     this.dv.setUint16(o + DESC.flags, flags, true);
-    this.dv.setUint16(o + DESC.next, flags & NEXT ? extra.next[i]! : 0, true);
+    this.dv.setUint16(o + DESC.next, next, true);
   }
 
   /** vring_map_one_sg / vring_map_single. */

@@ -195,7 +195,8 @@ export class VirtioIommu extends VirtioDeviceModel {
         granuleShift: this.granuleShift,
         keyShift: profile.checkAlignment ? this.granuleShift : 0,
         inputRange: offered.input_range ? [0, inputEnd] : undefined,
-        domainRange: offered.domain_range ? domainRange : undefined,
+        // A plain copy: the profile's pair is frozen, which V8 indexes slowly, and every request checks it.
+        domainRange: offered.domain_range ? [domainRange[0], domainRange[1]] : undefined,
       },
       this.propertyRegions,
       { trace: this.trace, fault: (ep, reason, flags, addr) => this.reportFault(ep, reason, flags, addr) },

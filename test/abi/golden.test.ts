@@ -439,6 +439,7 @@ describe('64-bit addresses (abi/addr.ts), exact at the edges', () => {
   const MAX_SAFE = 2 ** 53 - 1;
 
   it('joins and splits hi/lo halves with no rounding', () => {
+    expect([fromHiLo(0, 0), fromHiLo(0, 0xffff_ffff), fromHiLo(1, 0)]).toEqual([0, 0xffff_ffff, 2 ** 32]);
     expect(fromHiLo(0x001f_ffff, 0xffff_ffff)).toBe(MAX_SAFE);
     expect(fromHiLo(0x0020_0000, 0)).toBe(2n ** 53n);
     expect(fromHiLo(0x0020_0000, 1)).toBe(2n ** 53n + 1n);

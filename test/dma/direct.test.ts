@@ -37,6 +37,12 @@ describe('dma-direct without swiotlb', () => {
     expect(k.dma.swiotlb).toBeUndefined();
   });
 
+  it('dma_mapping_error is true for the all-ones bigint only, never for a number', () => {
+    expect(dmaMappingError(DMA_MAPPING_ERROR)).toBe(true);
+    expect(dmaMappingError(2n ** 64n - 1n)).toBe(true);
+    for (const a of [0, 0xffff_ffff, 2 ** 53 - 1, 2 ** 64, 2n ** 64n - 2n, 2n ** 53n]) expect(dmaMappingError(a)).toBe(false);
+  });
+
   it('fails a buffer beyond the mask with Linux overflow warning, once per device', () => {
     const k = testKernel({ lowMiB: 32 });
     const dev = k.device('0000:00:02.0');
