@@ -371,14 +371,19 @@ export abstract class VirtioDeviceModel {
   }
 }
 
-/** A queue of served chains and their completion times, in the order they complete. */
+/**
+ * A queue of served chains and their completion times, in the order they
+ * complete. Its arrays only grow: emptied, it starts again at slot 0, since
+ * shrinking an array and growing it back costs V8 runtime calls on every kick.
+ */
 class CompletionFifo {
-  private chains: DescriptorChain[] = [];
-  private done: number[] = [];
+  private readonly chains: DescriptorChain[] = [];
+  private readonly done: number[] = [];
   private head = 0;
+  private tail = 0;
 
   get length(): number {
-    return this.chains.length - this.head;
+    return this.tail - this.head;
   }
 
   get nextDone(): number {
@@ -386,19 +391,23 @@ class CompletionFifo {
   }
 
   add(chain: DescriptorChain, done: number): void {
-    this.chains.push(chain);
-    this.done.push(done);
+    if (this.tail === this.chains.length) {
+      this.chains.push(chain);
+      this.done.push(done);
+    } else {
+      this.chains[this.tail] = chain;
+      this.done[this.tail] = done;
+    }
+    this.tail++;
   }
 
   take(): DescriptorChain {
     const chain = this.chains[this.head++]!;
-    if (this.head === this.chains.length) this.clear();
+    if (this.head === this.tail) this.clear();
     return chain;
   }
 
   clear(): void {
-    this.chains.length = 0;
-    this.done.length = 0;
-    this.head = 0;
+    this.head = this.tail = 0;
   }
 }
