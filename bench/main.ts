@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { cellWorker, iovaMain, WORKER_TAG, type CellMessage } from './iova/cli.ts';
 import { runRing, type RingResult } from './ring.ts';
-import { DISK_REQUEST_SIZES, runDisk, runPairs } from './viommu.ts';
+import { DISK_REQUEST_SIZES, runDisk, runDiskSweep, runPairs } from './viommu.ts';
 
 const USAGE = 'usage: npm run bench -- ring|viommu [--json] [--ops N] | iova [--strategy a,b] [--workload x,y] [--ops N] [--seed S] [--json] [--out DIR]';
 
@@ -75,8 +75,9 @@ async function viommu(args: Args, machine: string): Promise<void> {
   // 64 KiB is the headline; larger requests show where the IOMMU's per-request round trips stop mattering.
   const disks = [];
   for (const requestBytes of DISK_REQUEST_SIZES) disks.push({ requestBytes, modes: await runDisk(8 * 2 ** 20, requestBytes) });
+  const sweep = await runDiskSweep(8 * 2 ** 20);
   if (args.json) {
-    console.log(JSON.stringify({ bench: 'viommu', machine, calibrationMs, pairs: batched, disk: disks }, null, 2));
+    console.log(JSON.stringify({ bench: 'viommu', machine, calibrationMs, pairs: batched, disk: disks, diskSweep: sweep }, null, 2));
     return;
   }
   console.log(`virtio-iommu (${machine}); CPU calibration ${calibrationMs} ms`);
@@ -89,11 +90,15 @@ async function viommu(args: Args, machine: string): Promise<void> {
     console.log(
       table(
         ['mode', 'modelled MB/s', 'of no-IOMMU', 'simulator MB/s', 'of no-IOMMU', 'MAPs', 'UNMAPs'],
-        modes.map((d) => [d.mode, d.virtualMBps.toFixed(1), ((d.virtualMBps / base.virtualMBps) * 100).toFixed(0) + '%', d.wallMBps.toFixed(1), ((d.wallMBps / base.wallMBps) * 100).toFixed(0) + '%', String(d.mapRequests), String(d.unmapRequests)]),
+        modes.map((d) => [d.mode, d.virtualMBps.toFixed(1), percent(d.virtualMBps / base.virtualMBps), d.wallMBps.toFixed(1), percent(d.wallMBps / base.wallMBps), String(d.mapRequests), String(d.unmapRequests)]),
       ),
     );
   }
+  console.log(`\ndisk by request size, modelled: IOMMU throughput as a share of no-IOMMU`);
+  console.log(table(['request', 'no IOMMU MB/s', 'strict', 'lazy'], sweep.map((r) => [`${r.requestBytes / 1024} KiB`, r.noIommuMBps.toFixed(1), percent(r.strictShare), percent(r.lazyShare)])));
 }
+
+const percent = (share: number): string => (share * 100).toFixed(0) + '%';
 
 /** Runs the benchmark `argv` names; returns the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {

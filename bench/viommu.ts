@@ -179,34 +179,67 @@ const MODES = [
 /** Request sizes the disk runs at: the headline 64 KiB, then larger ones. */
 export const DISK_REQUEST_SIZES = [64 * 1024, 256 * 1024];
 
+/** Request sizes of the sweep: where the IOMMU's per-buffer round trips stop mattering. */
+export const DISK_SWEEP_SIZES = [16, 32, 64, 96, 128, 192, 256, 512].map((kib) => kib * 1024);
+
 export async function runDisk(bytes: number, requestBytes: number): Promise<DiskResult[]> {
   const out: DiskResult[] = [];
   for (const m of MODES) {
-    const doc = {
-      name: `disk ${m.mode}`,
-      machine: { preset: 'q35', ram: '512M' },
-      cmdline: m.cmdline || 'trace=0',
-      ...(m.iommu ? { iommu: {} } : {}),
-      devices: [{ type: 'virtio-blk', capacity: bytes, iommu_platform: m.iommu, queue_size: 256 }],
-      workload: { seed: 1, disk: { bytes, request_bytes: requestBytes, queue_depth: 16 } },
-    };
-    const s = parseScenario(doc);
+    const s = diskScenario(m, bytes, requestBytes);
     await runScenario(s, guestImage()); // warm-up
     const t0 = process.hrtime.bigint();
     const { report, machine } = await runScenario(s, guestImage());
     const wall = Number(process.hrtime.bigint() - t0);
     machine.trace.enabled = false;
-    if (!report.guest.workload?.disk?.verified) throw new Error(`${m.mode}: the disk data did not verify`);
     const moved = 2 * bytes; // written, then read back
     const req = report.host.iommu?.requests ?? {};
     out.push({
       mode: m.mode,
       bytes,
-      virtualMBps: Math.round((moved / report.virtualTimeNs) * 1e3 * 10) / 10,
+      virtualMBps: modelledMBps(m, report, bytes),
       wallMBps: Math.round((moved / wall) * 1e3 * 10) / 10,
       mapRequests: Object.values(req['MAP'] ?? {}).reduce((a, b) => a + b, 0),
       unmapRequests: Object.values(req['UNMAP'] ?? {}).reduce((a, b) => a + b, 0),
     });
   }
   return out;
+}
+
+export interface DiskSweepRow {
+  readonly requestBytes: number;
+  /** Modelled MB/s without the IOMMU, and strict and lazy as a share of it. */
+  readonly noIommuMBps: number;
+  readonly strictShare: number;
+  readonly lazyShare: number;
+}
+
+/** The modelled figures only (virtual time does not depend on the host), one run per mode and size. */
+export async function runDiskSweep(bytes: number, sizes: readonly number[] = DISK_SWEEP_SIZES): Promise<DiskSweepRow[]> {
+  const rows: DiskSweepRow[] = [];
+  for (const requestBytes of sizes) {
+    const mbps: number[] = [];
+    for (const m of MODES) mbps.push(modelledMBps(m, (await runScenario(diskScenario(m, bytes, requestBytes), guestImage())).report, bytes));
+    const [none, strict, lazy] = mbps;
+    rows.push({ requestBytes, noIommuMBps: none!, strictShare: strict! / none!, lazyShare: lazy! / none! });
+  }
+  return rows;
+}
+
+type DiskMode = (typeof MODES)[number];
+
+function diskScenario(m: DiskMode, bytes: number, requestBytes: number) {
+  return parseScenario({
+    name: `disk ${m.mode}`,
+    machine: { preset: 'q35', ram: '512M' },
+    cmdline: m.cmdline || 'trace=0',
+    ...(m.iommu ? { iommu: {} } : {}),
+    devices: [{ type: 'virtio-blk', capacity: bytes, iommu_platform: m.iommu, queue_size: 256 }],
+    workload: { seed: 1, disk: { bytes, request_bytes: requestBytes, queue_depth: 16 } },
+  });
+}
+
+/** Bytes written and read back per microsecond of virtual time; throws unless the data verified. */
+function modelledMBps(m: DiskMode, report: Awaited<ReturnType<typeof runScenario>>['report'], bytes: number): number {
+  if (!report.guest.workload?.disk?.verified) throw new Error(`${m.mode}: the disk data did not verify`);
+  return Math.round(((2 * bytes) / report.virtualTimeNs) * 1e3 * 10) / 10;
 }
