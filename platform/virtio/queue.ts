@@ -254,6 +254,28 @@ export class DescriptorChain {
     }
   }
 
+  /**
+   * The walker's last check: every byte reachable through `space`, readable
+   * segments for DMA_READ and writable ones for DMA_WRITE. Keeps the offset of
+   * each segment one translation covers; returns the first unreachable one.
+   */
+  resolve(space: AddressSpace): Segment | undefined {
+    this.generation = space.generation;
+    // The pool holds the segments in walk order, the readable ones first.
+    const nRead = this.readable.length;
+    for (let i = 0; i < this.pooled; i++) {
+      const s = this.pool[i]!;
+      const access = i < nRead ? DMA_READ : DMA_WRITE;
+      const addr = s.addr;
+      if (typeof addr === 'number' && (lo32(addr) & (PAGE - 1)) + s.len <= PAGE) {
+        s.off = space.resolve(addr, s.len, access);
+        if (s.off >= 0) continue;
+      } else if (eachPage(space, addr, s.len, access)) continue;
+      return s;
+    }
+    return undefined;
+  }
+
   private copy(segs: readonly WalkedSegment[], pos: number, buf: Uint8Array, len: number, access: number): number {
     const dma = this.dma;
     const resolved = this.generation === dma.space.generation;
@@ -486,23 +508,8 @@ export class SplitQueue {
       i = dv.getUint16(off + D.next, true);
       if (i >= tableSize) return new QueueError('NEXT_OUT_OF_RANGE', `queue ${q}: next ${i} >= ${indirect ? 'indirect table size' : 'queue size'} ${tableSize}`);
     }
-    chain.generation = this.dma.space.generation;
-    return this.unreachable(chain.readable as MutableSegment[], DMA_READ) ?? this.unreachable(chain.writable as MutableSegment[], DMA_WRITE);
-  }
-
-  /** Checks that every byte is reachable, and keeps the offset of each segment one translation covers. */
-  private unreachable(segs: readonly MutableSegment[], access: number): QueueError | undefined {
-    const space = this.dma.space;
-    for (let i = 0; i < segs.length; i++) {
-      const s = segs[i]!;
-      const addr = s.addr;
-      if (typeof addr === 'number' && (lo32(addr) & (PAGE - 1)) + s.len <= PAGE) {
-        s.off = space.resolve(addr, s.len, access);
-        if (s.off >= 0) continue;
-      } else if (eachPage(space, addr, s.len, access)) continue;
-      return new QueueError('UNREACHABLE_BUFFER', `queue ${this.index}: buffer 0x${addr.toString(16)}+${s.len} not reachable`);
-    }
-    return undefined;
+    const bad = chain.resolve(this.dma.space);
+    return bad === undefined ? undefined : new QueueError('UNREACHABLE_BUFFER', `queue ${q}: buffer 0x${bad.addr.toString(16)}+${bad.len} not reachable`);
   }
 
   /** Copies an indirect table out of guest memory; undefined if it is unreachable. */
