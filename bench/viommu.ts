@@ -15,7 +15,7 @@ import type { DescriptorChain, SplitQueue } from '../platform/virtio/queue.ts';
 import { InterruptController } from '../platform/irq.ts';
 import { GuestMemory } from '../platform/memory.ts';
 import { HostTrace } from '../platform/trace.ts';
-import { runScenario } from '../cli/run.ts';
+import { type RunReport, runScenario } from '../cli/run.ts';
 import { parseScenario } from '../cli/scenario.ts';
 
 const PAGE = 4096;
@@ -239,7 +239,7 @@ function diskScenario(m: DiskMode, bytes: number, requestBytes: number) {
 }
 
 /** Bytes written and read back per microsecond of virtual time; throws unless the data verified. */
-function modelledMBps(m: DiskMode, report: Awaited<ReturnType<typeof runScenario>>['report'], bytes: number): number {
+function modelledMBps(m: DiskMode, report: RunReport, bytes: number): number {
   if (!report.guest.workload?.disk?.verified) throw new Error(`${m.mode}: the disk data did not verify`);
   return Math.round(((2 * bytes) / report.virtualTimeNs) * 1e3 * 10) / 10;
 }
