@@ -372,18 +372,18 @@ export abstract class VirtioDeviceModel {
 }
 
 /**
- * A queue of served chains and their completion times, in the order they
- * complete. Its arrays only grow: emptied, it starts again at slot 0, since
- * shrinking an array and growing it back costs V8 runtime calls on every kick.
+ * The served chains of one queue and their completion times, in the order they
+ * complete: a ring that doubles when full. A queue never has more chains out
+ * than its size, so under steady load it stops growing.
  */
 class CompletionFifo {
-  private readonly chains: DescriptorChain[] = [];
-  private readonly done: number[] = [];
+  private chains: (DescriptorChain | undefined)[] = new Array<DescriptorChain | undefined>(16).fill(undefined);
+  private done = new Float64Array(16);
   private head = 0;
-  private tail = 0;
+  private count = 0;
 
   get length(): number {
-    return this.tail - this.head;
+    return this.count;
   }
 
   get nextDone(): number {
@@ -391,23 +391,38 @@ class CompletionFifo {
   }
 
   add(chain: DescriptorChain, done: number): void {
-    if (this.tail === this.chains.length) {
-      this.chains.push(chain);
-      this.done.push(done);
-    } else {
-      this.chains[this.tail] = chain;
-      this.done[this.tail] = done;
-    }
-    this.tail++;
+    if (this.count === this.done.length) this.grow();
+    const i = (this.head + this.count) & (this.done.length - 1);
+    this.chains[i] = chain;
+    this.done[i] = done;
+    this.count++;
   }
 
   take(): DescriptorChain {
-    const chain = this.chains[this.head++]!;
-    if (this.head === this.tail) this.clear();
+    const chain = this.chains[this.head]!;
+    this.chains[this.head] = undefined;
+    this.head = (this.head + 1) & (this.done.length - 1);
+    this.count--;
     return chain;
   }
 
   clear(): void {
-    this.head = this.tail = 0;
+    this.chains.fill(undefined);
+    this.head = this.count = 0;
+  }
+
+  /** Twice the room, the entries unwrapped to start at slot 0. */
+  private grow(): void {
+    const n = this.done.length;
+    const chains = new Array<DescriptorChain | undefined>(2 * n).fill(undefined);
+    const done = new Float64Array(2 * n);
+    for (let k = 0; k < n; k++) {
+      const i = (this.head + k) & (n - 1);
+      chains[k] = this.chains[i];
+      done[k] = this.done[i]!;
+    }
+    this.chains = chains;
+    this.done = done;
+    this.head = 0;
   }
 }

@@ -152,6 +152,27 @@ describe('device status', () => {
     expect(h.traced('virtqueue_pop')).toBe(3);
   });
 
+  it('completes chains in the order it served them while its completion ring wraps and grows', () => {
+    const h = new Host();
+    const sink = new SinkDevice(h.ctx());
+    const { drv, ring } = bringUp(h, sink, { queueSize: 64 });
+    const add = (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        ring.setDesc(i, { addr: h.alloc(8), len: 8 });
+        ring.add(i);
+      }
+      drv.kick();
+    };
+    // 10 served and completed leave the ring's start at slot 10; 40 more then wrap it and make it grow twice.
+    add(0, 10);
+    h.run();
+    add(10, 50);
+    h.run();
+    expect(sink.served).toEqual([...Array(50).keys()]);
+    expect(ring.usedIdx).toBe(50);
+    expect(Array.from({ length: 50 }, (_, i) => ring.usedElem(i).id)).toEqual([...Array(50).keys()]);
+  });
+
   it('reports features, per-queue counts, interrupts and errors', () => {
     const h = new Host();
     const sink = new SinkDevice(h.ctx());
