@@ -109,15 +109,19 @@ export interface IovaStats {
   ranges: number;
 }
 
+/**
+ * Lazy unmaps the device could still reach. A range is invalidated by the next
+ * flush, or with virtio-iommu by the sync point that delivered its UNMAP.
+ */
 export interface ExposureStats {
-  /** Unmapped IOVA ranges that stayed reachable until a flush. */
+  /** Unmapped IOVA ranges that stayed reachable until invalidated. */
   readonly rangesExposed: number;
-  /** Per range, virtual time from its unmap to the flush that invalidated it. */
+  /** Per range, virtual time from its unmap to its invalidation. */
   readonly maxWindowNs: number;
   readonly meanWindowNs: number;
-  /** The most stale ranges a single flush invalidated. */
+  /** The most stale ranges a single invalidation ended. */
   readonly maxStale: number;
-  /** Stale ranges right now, waiting for the next flush. */
+  /** Stale ranges right now, waiting for their invalidation. */
   readonly staleNow: number;
 }
 

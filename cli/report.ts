@@ -99,7 +99,7 @@ function iommuLines(r: RunReport): string[] {
       const e = d.exposure;
       lines.push(`    domain ${d.domain}: ${d.maps} maps, ${d.unmaps} unmaps, IOVA ${d.lowestIova ?? '-'}..${d.highestIova ?? '-'}, rcache ${d.iova.rcacheHits} hits / ${d.iova.rcacheMisses} misses; ${fq}`);
       if (d.invalidation === 'lazy') {
-        lines.push(`      exposure: ${e.rangesExposed} unmapped ranges stayed reachable until a flush, for up to ${(e.maxWindowNs / 1e3).toFixed(1)} µs (mean ${(e.meanWindowNs / 1e3).toFixed(1)} µs); at most ${e.maxStale} at once; ${e.staleNow} still reachable at power-off`);
+        lines.push(`      exposure: ${e.rangesExposed} unmapped ranges stayed reachable until invalidated, for up to ${(e.maxWindowNs / 1e3).toFixed(1)} µs (mean ${(e.meanWindowNs / 1e3).toFixed(1)} µs); at most ${e.maxStale} at once; ${e.staleNow} still reachable at power-off`);
       }
     }
   }

@@ -69,5 +69,12 @@ export interface IommuDriver {
   iotlbSync(domain: IommuDomain): void;
   /** flush_iotlb_all, for the lazy flush queue. */
   flushIotlbAll(domain: IommuDomain): void;
+  /**
+   * For a driver whose UNMAP request is itself the invalidation (virtio-iommu:
+   * the device drops the mapping when it processes the request): `listener`
+   * runs after every sync point that delivered all queued requests. A lazy
+   * unmap stops being reachable there, usually long before the next flush.
+   */
+  onUnmapsDelivered?(listener: () => void): void;
   iovaToPhys(domain: IommuDomain, iova: Addr): Addr | undefined;
 }

@@ -1,7 +1,9 @@
 // The flush queue of lazy invalidation (Linux dma-iommu.c: struct iova_fq,
 // queue_iova, fq_flush_timeout): an unmapped IOVA range waits for one flush of
-// the whole IOTLB before it is freed for reuse. Meanwhile the device can still
-// reach it; that exposure window is measured here.
+// the whole IOTLB before it is freed for reuse. Until the range is invalidated
+// the device can still reach it; that exposure window is measured here. The
+// flush invalidates it, or earlier, with a driver whose UNMAP request is the
+// invalidation (virtio-iommu), the sync point that delivered the request.
 import type { ExposureStats, FlushQueueConfig } from '../abi/report.ts';
 import type { Kernel } from '../kernel/kernel.ts';
 import type { Timers } from '../kernel/timer.ts';
@@ -22,9 +24,10 @@ export type FqKernel = Pick<Kernel, 'cpus' | 'trace' | 'now'> & { readonly timer
 export const NO_EXPOSURE: ExposureStats = Object.freeze({ rangesExposed: 0, maxWindowNs: 0, meanWindowNs: 0, maxStale: 0, staleNow: 0 });
 
 /**
- * The exposure window in O(1) per unmap and per flush: every range unmapped
- * since the last flush is stale, and a flush ends all their windows at once.
- * Times are kept relative to the last flush so the sums stay exact.
+ * The exposure window in O(1) per unmap and per invalidation: every range
+ * unmapped since the last invalidation is stale, and the next ends all their
+ * windows at once. Times are kept relative to the last invalidation so the
+ * sums stay exact.
  */
 class ExposureMeter {
   private stale = 0;
@@ -41,8 +44,8 @@ class ExposureMeter {
     this.offsetSum += now - this.epoch;
   }
 
-  /** Returns how many stale ranges this flush invalidated. */
-  flushed(now: number): number {
+  /** Returns how many stale ranges this invalidation ended. */
+  invalidated(now: number): number {
     const n = this.stale;
     if (n > 0) {
       this.ranges += n;
@@ -105,6 +108,7 @@ export class FlushQueue {
     const size = this.single ? IOVA_SINGLE_FQ_SIZE : IOVA_DEFAULT_FQ_SIZE;
     this.rings = Array.from({ length: this.single ? 1 : k.cpus.count }, () => new IovaFq(size));
     this.config = { queues: this.rings.length, size, timeoutNs: this.single ? IOVA_SINGLE_FQ_TIMEOUT_NS : IOVA_DEFAULT_FQ_TIMEOUT_NS };
+    driver.onUnmapsDelivered?.(() => this.exposure.invalidated(this.k.now()));
   }
 
   /** queue_iova: after the driver unmapped it without syncing. */
@@ -144,7 +148,7 @@ export class FlushQueue {
     this.driver.flushIotlbAll(this.domain);
     this.flushFinishCnt++;
     this.flushes++;
-    const stale = this.exposure.flushed(this.k.now());
+    const stale = this.exposure.invalidated(this.k.now());
     if (this.k.trace.enabled) this.k.trace.emit('iommu_dma_fq_flush', { domain: this.domain.name, reason, stale });
   }
 

@@ -251,6 +251,8 @@ export class VirtioIommu implements IommuDriver {
   private unanswered = 0;
   /** The first failure of a batched request, returned at the next sync point. */
   private batchError: IommuErrno | undefined;
+  /** Told after each sync point at which the device answered every request: queued UNMAPs took effect. */
+  private readonly deliveryListeners: (() => void)[] = [];
   private readonly requestCounts: Record<string, Record<string, number>> = {};
   private readonly faults = { byReason: {} as Record<string, number>, byEndpoint: {} as Record<string, number>, ignored: 0, invalid: 0 };
 
@@ -444,6 +446,10 @@ export class VirtioIommu implements IommuDriver {
     this.sync();
   }
 
+  onUnmapsDelivered(listener: () => void): void {
+    this.deliveryListeners.push(listener);
+  }
+
   /** From the shadow, with no round trip to the device. */
   iovaToPhys(domain: IommuDomain, iova: Addr): Addr | undefined {
     const d = this.own(domain);
@@ -630,9 +636,11 @@ export class VirtioIommu implements IommuDriver {
     if (this.k.trace.enabled) this.k.trace.emit('viommu_sync_req', { requests: this.pending.length });
     this.reqVq.kick();
     this.pollUsed();
+    const delivered = this.unanswered === 0;
     for (const req of this.pending) this.finish(req);
     this.pending.length = 0;
     this.unanswered = 0;
+    if (delivered) for (const listener of this.deliveryListeners) listener();
   }
 
   /**

@@ -31,6 +31,25 @@ describe('DMA through the virtio-iommu', () => {
     expect(Object.keys(iommu.requests['MAP']!)).toEqual(['OK']);
   });
 
+  it('in lazy mode a range stays reachable until its UNMAP reaches the device, and the report counts exactly those', async () => {
+    const { report } = await run(behind({ cmdline: 'iommu.strict=0' }));
+    const domains = report.guest.dma.iommu!.domains;
+    expect(domains.length).toBe(2);
+    for (const d of domains) {
+      const e = d.exposure;
+      expect(d.invalidation).toBe('lazy');
+      expect(d.flushes).toBe(0);
+      expect(e.rangesExposed + e.staleNow).toBe(d.unmaps);
+      // What the device removed is what the guest counts as no longer reachable.
+      const ep = report.host.iommu!.endpoints.find((x) => String(x.domain) === d.domain)!;
+      expect(ep.unmapped).toBe(e.rangesExposed);
+      // Ended by the next MAP's sync, long before the flush queue's 1 s timer.
+      expect(e.rangesExposed).toBeGreaterThan(0);
+      expect(e.maxWindowNs).toBeGreaterThan(0);
+      expect(e.maxWindowNs).toBeLessThan(1e6);
+    }
+  });
+
   it.each(['spec', 'qemu', 'cloud-hypervisor', 'crosvm'])('works against the %s profile', async (profile) => {
     const { report } = await run(behind({}, { profile }));
     expect(report.host.iommu!.profile).toBe(profile);
