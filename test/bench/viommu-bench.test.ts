@@ -7,9 +7,11 @@ import { runDisk, runDiskSweep, runPairs } from '../../bench/viommu.ts';
 describe('bench viommu: MAP+UNMAP pairs', () => {
   it('runs whole batches through the virtio-iommu and through the null device', () => {
     for (const device of ['virtio-iommu', 'null'] as const) {
-      const r = runPairs(100, 64, device);
-      expect(r.pairs).toBe(128);
+      const r = runPairs(100, 64, device, 3);
+      expect([r.pairs, r.runs]).toEqual([128, 3]);
       expect(r.nsPerPair).toBeGreaterThan(0);
+      expect(r.bestNsPerPair).toBeLessThanOrEqual(r.nsPerPair);
+      expect(r.bestPairsPerSec).toBeGreaterThanOrEqual(r.pairsPerSec);
     }
   });
 });
