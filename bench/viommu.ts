@@ -210,13 +210,12 @@ export async function runDisk(bytes: number, requestBytes: number): Promise<Disk
     const { report, machine } = await runScenario(s, guestImage());
     const wall = Number(process.hrtime.bigint() - t0);
     machine.trace.enabled = false;
-    const moved = 2 * bytes; // written, then read back
     const req = report.host.iommu?.requests ?? {};
     out.push({
       mode: m.mode,
       bytes,
       virtualMBps: modelledMBps(m, report, bytes),
-      wallMBps: Math.round((moved / wall) * 1e3 * 10) / 10,
+      wallMBps: movedMBps(bytes, wall),
       mapRequests: Object.values(req['MAP'] ?? {}).reduce((a, b) => a + b, 0),
       unmapRequests: Object.values(req['UNMAP'] ?? {}).reduce((a, b) => a + b, 0),
     });
@@ -257,8 +256,11 @@ function diskScenario(m: DiskMode, bytes: number, requestBytes: number) {
   });
 }
 
-/** Bytes written and read back per microsecond of virtual time; throws unless the data verified. */
+/** The modelled throughput: MB/s of virtual time; throws unless the data verified. */
 function modelledMBps(m: DiskMode, report: RunReport, bytes: number): number {
   if (!report.guest.workload?.disk?.verified) throw new Error(`${m.mode}: the disk data did not verify`);
-  return Math.round(((2 * bytes) / report.virtualTimeNs) * 1e3 * 10) / 10;
+  return movedMBps(bytes, report.virtualTimeNs);
 }
+
+/** MB/s, to 0.1, for `bytes` written and then read back in `ns`. */
+const movedMBps = (bytes: number, ns: number): number => Math.round(((2 * bytes) / ns) * 1e4) / 10;

@@ -373,8 +373,9 @@ export abstract class VirtioDeviceModel {
 
 /**
  * The served chains of one queue and their completion times, in the order they
- * complete: a ring that doubles when full. A queue never has more chains out
- * than its size, so under steady load it stops growing.
+ * complete: a ring whose size is a power of two (indices wrap with a mask) and
+ * doubles when full. A queue never has more chains out than its size, so
+ * under steady load it stops growing.
  */
 class CompletionFifo {
   private chains: (DescriptorChain | undefined)[] = new Array<DescriptorChain | undefined>(16).fill(undefined);
